@@ -1,0 +1,13 @@
+# Every public header must compile on its own (STYLE.md, "Headers are the manual"). One
+# generated translation unit per header, each including only that header, built as part of ALL.
+file(GLOB_RECURSE _herald_public_headers CONFIGURE_DEPENDS
+  RELATIVE ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/include/herald/*.hpp)
+set(_herald_check_sources)
+foreach(_h IN LISTS _herald_public_headers)
+  string(MAKE_C_IDENTIFIER "${_h}" _id)
+  set(_src ${PROJECT_BINARY_DIR}/header_check/${_id}.cpp)
+  file(CONFIGURE OUTPUT ${_src} CONTENT "#include <${_h}>\n#include <${_h}>  // include guard\n")
+  list(APPEND _herald_check_sources ${_src})
+endforeach()
+add_library(herald_header_check OBJECT ${_herald_check_sources})
+target_link_libraries(herald_header_check PRIVATE herald::herald herald_warnings)

@@ -1,0 +1,9 @@
+// herald/herald.hpp - the umbrella header: everything public in herald.
+//
+// Layers (lowest first; see docs/ and ../shared/DESIGN.md): list (mt_list, back-off) -> sched
+// -> core -> bridges. Each public header also compiles on its own.
+#pragma once
+
+#include "herald/backoff.hpp"
+#include "herald/mt_list.hpp"
+#include "herald/version.hpp"
