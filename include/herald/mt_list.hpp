@@ -61,12 +61,11 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <type_traits>
 #include <utility>
 
 #include "herald/backoff.hpp"
+#include "herald/error.hpp"
 
 namespace herald {
 
@@ -192,6 +191,12 @@ class mt_link {
   // Iterator helpers: lock el->next and (unless el loops onto itself) its partner's prev;
   // returns the next element.
   static mt_link* lock_next_link(mt_link& el) noexcept;
+  // Backs off after finding `p` busy, ending the wait early once `p` is seen free again. Only
+  // for pointers of elements the caller keeps alive (the head, the element it operates on);
+  // a neighbour may be freed as soon as the link to it is released.
+  static void wait_until_free(backoff& bo, const std::atomic<mt_link*>& p) noexcept {
+    bo.pause_until([&p] { return p.load(std::memory_order_relaxed) != busy(); });
+  }
   // Takes both of el's own pointers (which currently hold real values), waiting while another
   // thread holds one of them.
   static void take_self(mt_link& el) noexcept;
@@ -262,7 +267,7 @@ class mt_cursor {
 
   /// The current element. Aborts if called after erase() in the same step.
   [[nodiscard]] T& get() const noexcept {
-    check(!deleted_, "mt_list cursor used after erase() in the same step");
+    HERALD_ASSERT(!deleted_, "mt_list cursor used after erase() in the same step");
     return static_cast<T&>(static_cast<mt_list_hook<Tag>&>(*cur_));
   }
 
@@ -295,15 +300,8 @@ class mt_cursor {
   explicit mt_cursor(mt_link& head) noexcept : head_(&head) {}
   ~mt_cursor() = default;
 
-  static void check(bool ok, const char* what) noexcept {
-    if (!ok) {
-      std::fprintf(stderr, "herald: misuse: %s\n", what);
-      std::abort();
-    }
-  }
-
   void start() noexcept {
-    check(!started_, "an mt_list walk may be iterated only once");
+    HERALD_ASSERT(!started_, "an mt_list walk may be iterated only once");
     started_ = true;
     cur_ = head_;
     next_ = mt_link::lock_next_link(*head_);
@@ -494,14 +492,16 @@ class mt_list {
 // ---- Raw operations (inline: they are the hot path of every user) ---------------------------
 
 inline void mt_link::insert(mt_link& at, mt_link& el) noexcept {
-  for (backoff bo;; bo.pause()) {
+  for (backoff bo;;) {
     mt_link* n = take(at.next_);
     if (n == busy()) {
+      wait_until_free(bo, at.next_);
       continue;
     }
     mt_link* p = take(n->prev_);  // == &at; n == &at when the list is empty
     if (p == busy()) {
       put(at.next_, n);
+      bo.pause();
       continue;
     }
     put(el.next_, n);
@@ -513,14 +513,16 @@ inline void mt_link::insert(mt_link& at, mt_link& el) noexcept {
 }
 
 inline void mt_link::append(mt_link& at, mt_link& el) noexcept {
-  for (backoff bo;; bo.pause()) {
+  for (backoff bo;;) {
     mt_link* p = take(at.prev_);
     if (p == busy()) {
+      wait_until_free(bo, at.prev_);
       continue;
     }
     mt_link* n = take(p->next_);  // == &at
     if (n == busy()) {
       put(at.prev_, p);
+      bo.pause();
       continue;
     }
     put(el.next_, n);
@@ -532,14 +534,16 @@ inline void mt_link::append(mt_link& at, mt_link& el) noexcept {
 }
 
 inline bool mt_link::try_insert(mt_link& at, mt_link& el) noexcept {
-  for (backoff bo;; bo.pause()) {
+  for (backoff bo;;) {
     mt_link* n = take(at.next_);
     if (n == busy()) {
+      wait_until_free(bo, at.next_);
       continue;
     }
     mt_link* p = take(n->prev_);
     if (p == busy()) {
       put(at.next_, n);
+      bo.pause();
       continue;
     }
     // Lock the element before testing it: a detached element is self-looped.
@@ -551,7 +555,8 @@ inline bool mt_link::try_insert(mt_link& at, mt_link& el) noexcept {
       put(n->prev_, p);
       put(at.next_, n);
       if (en == busy()) {
-        continue;  // someone else holds it: it may be on its way out; look again
+        bo.pause();  // someone else holds it: it may be on its way out; look again
+        continue;
       }
       return false;
     }
@@ -564,6 +569,7 @@ inline bool mt_link::try_insert(mt_link& at, mt_link& el) noexcept {
       put(n->prev_, p);
       put(at.next_, n);
       if (ep == busy()) {
+        bo.pause();
         continue;
       }
       return false;
@@ -577,14 +583,16 @@ inline bool mt_link::try_insert(mt_link& at, mt_link& el) noexcept {
 }
 
 inline bool mt_link::try_append(mt_link& at, mt_link& el) noexcept {
-  for (backoff bo;; bo.pause()) {
+  for (backoff bo;;) {
     mt_link* p = take(at.prev_);
     if (p == busy()) {
+      wait_until_free(bo, at.prev_);
       continue;
     }
     mt_link* n = take(p->next_);
     if (n == busy()) {
       put(at.prev_, p);
+      bo.pause();
       continue;
     }
     mt_link* ep = take(el.prev_);
@@ -595,6 +603,7 @@ inline bool mt_link::try_append(mt_link& at, mt_link& el) noexcept {
       put(p->next_, n);
       put(at.prev_, p);
       if (ep == busy()) {
+        bo.pause();
         continue;
       }
       return false;
@@ -608,6 +617,7 @@ inline bool mt_link::try_append(mt_link& at, mt_link& el) noexcept {
       put(p->next_, n);
       put(at.prev_, p);
       if (en == busy()) {
+        bo.pause();
         continue;
       }
       return false;
@@ -621,14 +631,16 @@ inline bool mt_link::try_append(mt_link& at, mt_link& el) noexcept {
 }
 
 inline mt_ends mt_link::lock_full(mt_link& el) noexcept {
-  for (backoff bo;; bo.pause()) {
+  for (backoff bo;;) {
     mt_link* n = take(el.next_);
     if (n == busy()) {
+      wait_until_free(bo, el.next_);
       continue;
     }
     mt_link* p = take(el.prev_);
     if (p == busy()) {
       put(el.next_, n);
+      bo.pause();
       continue;
     }
     if (p != &el) {
@@ -636,6 +648,7 @@ inline mt_ends mt_link::lock_full(mt_link& el) noexcept {
       if (pn == busy()) {
         put(el.prev_, p);
         put(el.next_, n);
+        bo.pause();
         continue;
       }
       if (n != &el) {
@@ -644,6 +657,7 @@ inline mt_ends mt_link::lock_full(mt_link& el) noexcept {
           put(p->next_, pn);
           put(el.prev_, p);
           put(el.next_, n);
+          bo.pause();
           continue;
         }
       }
@@ -664,9 +678,10 @@ inline bool mt_link::remove(mt_link& el) noexcept {
 }
 
 inline mt_link* mt_link::pop_locked(mt_link& head) noexcept {
-  for (backoff bo;; bo.pause()) {
+  for (backoff bo;;) {
     mt_link* n = take(head.next_);
     if (n == busy()) {
+      wait_until_free(bo, head.next_);
       continue;
     }
     if (n == &head) {
@@ -676,12 +691,14 @@ inline mt_link* mt_link::pop_locked(mt_link& head) noexcept {
     mt_link* p = take(n->prev_);  // == &head
     if (p == busy()) {
       put(head.next_, n);
+      bo.pause();
       continue;
     }
     mt_link* nn = take(n->next_);
     if (nn == busy()) {
       put(n->prev_, p);
       put(head.next_, n);
+      bo.pause();
       continue;
     }
     mt_link* nnp = take(nn->prev_);  // == n
@@ -689,6 +706,7 @@ inline mt_link* mt_link::pop_locked(mt_link& head) noexcept {
       put(n->next_, nn);
       put(n->prev_, p);
       put(head.next_, n);
+      bo.pause();
       continue;
     }
     put(nn->prev_, &head);
@@ -706,14 +724,16 @@ inline mt_link* mt_link::pop(mt_link& head) noexcept {
 }
 
 inline mt_ends mt_link::lock_next(mt_link& el) noexcept {
-  for (backoff bo;; bo.pause()) {
+  for (backoff bo;;) {
     mt_link* n = take(el.next_);
     if (n == busy()) {
+      wait_until_free(bo, el.next_);
       continue;
     }
     mt_link* p = take(n->prev_);  // == &el
     if (p == busy()) {
       put(el.next_, n);
+      bo.pause();
       continue;
     }
     return mt_ends{p, n};
@@ -721,14 +741,16 @@ inline mt_ends mt_link::lock_next(mt_link& el) noexcept {
 }
 
 inline mt_ends mt_link::lock_prev(mt_link& el) noexcept {
-  for (backoff bo;; bo.pause()) {
+  for (backoff bo;;) {
     mt_link* p = take(el.prev_);
     if (p == busy()) {
+      wait_until_free(bo, el.prev_);
       continue;
     }
     mt_link* n = take(p->next_);  // == &el
     if (n == busy()) {
       put(el.prev_, p);
+      bo.pause();
       continue;
     }
     return mt_ends{p, n};
@@ -736,14 +758,16 @@ inline mt_ends mt_link::lock_prev(mt_link& el) noexcept {
 }
 
 inline mt_ends mt_link::lock_elem(mt_link& el) noexcept {
-  for (backoff bo;; bo.pause()) {
+  for (backoff bo;;) {
     mt_link* n = take(el.next_);
     if (n == busy()) {
+      wait_until_free(bo, el.next_);
       continue;
     }
     mt_link* p = take(el.prev_);
     if (p == busy()) {
       put(el.next_, n);
+      bo.pause();
       continue;
     }
     return mt_ends{p, n};
@@ -777,15 +801,17 @@ inline void mt_link::unlock_full(mt_link& el, mt_ends ends) noexcept {
 }
 
 inline mt_link* mt_link::lock_next_link(mt_link& el) noexcept {
-  for (backoff bo;; bo.pause()) {
+  for (backoff bo;;) {
     mt_link* n = take(el.next_);
     if (n == busy()) {
+      wait_until_free(bo, el.next_);
       continue;
     }
     if (n != &el) {
       mt_link* np = take(n->prev_);
       if (np == busy()) {
         put(el.next_, n);
+        bo.pause();
         continue;
       }
     }
@@ -794,14 +820,16 @@ inline mt_link* mt_link::lock_next_link(mt_link& el) noexcept {
 }
 
 inline void mt_link::take_self(mt_link& el) noexcept {
-  for (backoff bo;; bo.pause()) {
+  for (backoff bo;;) {
     mt_link* n = take(el.next_);
     if (n == busy()) {
+      wait_until_free(bo, el.next_);
       continue;
     }
     mt_link* p = take(el.prev_);
     if (p == busy()) {
       put(el.next_, n);
+      bo.pause();
       continue;
     }
     return;

@@ -39,16 +39,13 @@ void cpu_relax() noexcept {
 #endif
 }
 
+// limit_ is always 2^k - 1, so the mask draws uniformly from [0, limit_].
+std::uint32_t backoff::draw() const noexcept { return next_random() & limit_; }
+
+void backoff::yield_cpu() noexcept { std::this_thread::yield(); }
+
 void backoff::pause() noexcept {
-  // limit_ is always 2^k - 1, so the mask draws uniformly from [0, limit_].
-  std::uint32_t loops = next_random() & limit_;
-  for (; loops != 0; --loops) {
-    cpu_relax();
-  }
-  if (limit_ > yield_after_loops) {
-    std::this_thread::yield();
-  }
-  limit_ = next_limit(limit_);
+  pause_until([] { return false; });
 }
 
 }  // namespace herald
