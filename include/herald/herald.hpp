@@ -5,5 +5,6 @@
 #pragma once
 
 #include "herald/backoff.hpp"
+#include "herald/error.hpp"
 #include "herald/mt_list.hpp"
 #include "herald/version.hpp"

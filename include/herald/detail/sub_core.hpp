@@ -1,0 +1,103 @@
+// herald/detail/sub_core.hpp - the shared state of one subscription, and the immutable
+// snapshot ("directory") that publishers walk. Needed by the inline publish path; no stability
+// promise.
+//
+// Snapshot layout (immutable once published; writers replace pieces copy-on-write and retire
+// the old ones, which are freed after a grace period):
+//   directory    one slot per family id (nullptr: nobody in this list subscribes to it)
+//   family_slot  one array per subtype bit (nullptr: nobody subscribes to that subtype)
+//   sub_array    the subscriptions that match, in subscription order
+// A publish of (family f, subtype bit b) reads three pointers and walks exactly the matching
+// subscriptions: its cost does not depend on other families' or subtypes' subscriptions.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <source_location>
+#include <string>
+
+#include "herald/detail/quiescence.hpp"
+#include "herald/event_type.hpp"
+
+namespace herald::detail {
+
+struct sub_core;
+struct list_core;
+
+struct sub_array {
+  retire_node retire;  // first member: reclaimed after a grace period
+  std::uint32_t size = 0;
+  // `size` pointers follow the header in the same allocation (see items()).
+  sub_core* const* items() const noexcept {
+    return reinterpret_cast<sub_core* const*>(this + 1);
+  }
+  sub_core** items() noexcept { return reinterpret_cast<sub_core**>(this + 1); }
+};
+
+struct family_slot {
+  retire_node retire;
+  subtype_mask subscribed = 0;  // bits that have an array
+  const sub_array* by_bit[max_subtypes] = {};
+};
+
+struct directory {
+  retire_node retire;
+  std::uint32_t families = 0;  // `families` slot pointers follow the header
+  const family_slot* const* slots() const noexcept {
+    return reinterpret_cast<const family_slot* const*>(this + 1);
+  }
+  const family_slot** slots() noexcept { return reinterpret_cast<const family_slot**>(this + 1); }
+};
+
+/// Flags of a subscription (sub_core::flags).
+inline constexpr std::uint32_t sub_ended = 1;
+inline constexpr std::uint32_t sub_paused = 2;
+
+/// The event as a handler sees it, type-erased.
+struct raw_event {
+  event_type type;
+  const void* safe;  // F::safe_part
+  void* unsafe;      // F::unsafe_part, or nullptr
+};
+
+using invoke_fn = void (*)(sub_core&, const raw_event&);
+using destroy_fn = void (*)(void*) noexcept;
+
+/// Packs an event_type into one word so that it can be read atomically.
+inline std::uint64_t pack_type(event_type t) noexcept {
+  return (std::uint64_t{t.family()} << 32) | t.subtypes();
+}
+inline event_type unpack_type(std::uint64_t v) noexcept {
+  return event_type(static_cast<family_id>(v >> 32), static_cast<subtype_mask>(v));
+}
+
+/// One subscription. Lifetime: refcounted (`refs`): one reference for the list membership
+/// (dropped after the grace period that follows its end) and one per handle. The handler is
+/// destroyed when the membership reference is dropped: exactly once, after no publisher can
+/// reach it. The record itself is freed when the last reference goes.
+struct sub_core {
+  retire_node retire;                  // first member
+  std::atomic<std::uint32_t> refs{1};  // acq_rel decrements; the last one frees
+  std::atomic<std::uint32_t> flags{0}; // sub_ended | sub_paused; written under the list mutex
+  std::atomic<std::uint64_t> type;     // pack_type(); written under the list mutex
+  std::atomic<std::uint64_t> exceptions{0};
+  std::uint64_t id = 0;                // 0: anonymous
+  std::uint64_t seq = 0;               // subscription order within the list
+  list_core* list = nullptr;           // holds a reference on the list core
+  void* handler = nullptr;             // the user's callable (owned)
+  invoke_fn invoke = nullptr;
+  destroy_fn destroy = nullptr;
+  sub_core* stale_next = nullptr;      // chain of ended-but-still-referenced subscriptions
+  std::string name;                    // optional, for diagnostics
+  const char* file = "";               // origin
+  std::uint32_t line = 0;
+};
+
+/// True if `s` may be called now (not ended, not paused).
+/// Memory ordering: acquire; pairs with the release store of the flags by the writer.
+inline bool sub_callable(const sub_core& s) noexcept {
+  return (s.flags.load(std::memory_order_acquire) & (sub_ended | sub_paused)) == 0;
+}
+
+}  // namespace herald::detail

@@ -1,0 +1,168 @@
+// The writer side of herald's grace-period domain (see herald/detail/quiescence.hpp): reader
+// registration, grace periods, and deferred reclamation.
+#include "core/quiescence.hpp"
+
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <mutex>
+#include <thread>
+
+#include "herald/backoff.hpp"
+#include "herald/error.hpp"
+
+namespace herald::detail {
+
+thread_local reader_tls tls_reader;
+std::atomic<bool> asymmetric_fences{false};
+
+namespace {
+
+// Registry of reader records: a push-only chain. Records are never freed, so a writer can read
+// any record without coordinating with the thread that owns it; LeakSanitizer sees them as
+// reachable from `records_head`.
+std::atomic<reader_record*> records_head{nullptr};
+
+bool init_fences() noexcept {
+#if defined(__SANITIZE_THREAD__)
+  return false;  // readers always use the seq_cst exchange under TSan
+#else
+  const long mask = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+  if (mask < 0 || (mask & MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) {
+    return false;
+  }
+  if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0) {
+    return false;
+  }
+  asymmetric_fences.store(true, std::memory_order_relaxed);
+  return true;
+#endif
+}
+
+// Decided once, before the first reader section and the first grace period of the process.
+bool fences_ready() noexcept {
+  static const bool asymmetric = init_fences();
+  return asymmetric;
+}
+
+void heavy_barrier() noexcept {
+  if (fences_ready()) {
+    // Orders every running thread of the process: pairs with the readers' signal fence.
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) {
+      return;
+    }
+    HERALD_ASSERT(false, "membarrier(PRIVATE_EXPEDITED) failed after registration");
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+// Returns the thread's record to the pool when the thread exits.
+struct record_releaser {
+  ~record_releaser() {
+    if (tls_reader.record != nullptr) {
+      // Even counter: not inside a section (a thread cannot exit inside one).
+      tls_reader.record->in_use.store(false, std::memory_order_release);
+      tls_reader.record = nullptr;
+    }
+  }
+};
+thread_local record_releaser tls_releaser;
+
+std::mutex grace_mutex;           // one grace period at a time
+std::mutex retire_mutex;          // protects retire_head
+retire_node* retire_head = nullptr;
+
+}  // namespace
+
+reader_record* register_reader() noexcept {
+  (void)fences_ready();
+  (void)&tls_releaser;  // odr-use: constructs the releaser for this thread
+  reader_record* r = nullptr;
+  for (reader_record* it = records_head.load(std::memory_order_acquire); it != nullptr;
+       it = it->next_record) {
+    bool expected = false;
+    if (!it->in_use.load(std::memory_order_relaxed) &&
+        it->in_use.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
+      r = it;
+      break;
+    }
+  }
+  if (r == nullptr) {
+    r = new (std::nothrow) reader_record;
+    HERALD_ASSERT(r != nullptr, "out of memory registering a publishing thread");
+    r->in_use.store(true, std::memory_order_relaxed);
+    reader_record* head = records_head.load(std::memory_order_relaxed);
+    do {
+      r->next_record = head;
+      // release: publishes the record's fields to writers that walk the chain (acquire).
+    } while (!records_head.compare_exchange_weak(head, r, std::memory_order_release,
+                                                 std::memory_order_relaxed));
+  }
+  tls_reader.record = r;
+  return r;
+}
+
+void synchronize() noexcept {
+  HERALD_ASSERT(!in_read_section(),
+                "a grace period was requested from inside a publish (it would wait for itself)");
+  (void)fences_ready();
+  std::lock_guard lock(grace_mutex);
+  heavy_barrier();
+  for (reader_record* r = records_head.load(std::memory_order_acquire); r != nullptr;
+       r = r->next_record) {
+    // acquire: pairs with read_leave's release store.
+    const std::uint64_t seen = r->counter.load(std::memory_order_acquire);
+    if ((seen & 1) == 0) {
+      continue;
+    }
+    // Publishers are short: spin a little, then give the CPU to the thread we wait for.
+    for (unsigned spins = 0; r->counter.load(std::memory_order_acquire) == seen; ++spins) {
+      if (spins < 64) {
+        cpu_relax();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+}
+
+void retire(retire_node& node) noexcept {
+  std::lock_guard lock(retire_mutex);
+  node.next = retire_head;
+  retire_head = &node;
+}
+
+bool collect(bool always_wait) noexcept {
+  if (in_read_section()) {
+    return false;
+  }
+  retire_node* batch = nullptr;
+  {
+    std::lock_guard lock(retire_mutex);
+    batch = retire_head;
+    retire_head = nullptr;
+  }
+  if (batch == nullptr && !always_wait) {
+    return true;
+  }
+  synchronize();
+  // Oldest first is not required; run in the order retired (reverse the chain).
+  retire_node* ordered = nullptr;
+  while (batch != nullptr) {
+    retire_node* next = batch->next;
+    batch->next = ordered;
+    ordered = batch;
+    batch = next;
+  }
+  while (ordered != nullptr) {
+    retire_node* next = ordered->next;
+    ordered->reclaim(ordered);
+    ordered = next;
+  }
+  return true;
+}
+
+bool asymmetric_fences_in_use() noexcept { return fences_ready(); }
+
+}  // namespace herald::detail

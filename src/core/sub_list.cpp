@@ -1,0 +1,668 @@
+// Subscription lists, subscriptions and the bus: everything but the inline publish path.
+//
+// Writers serialise on the list's mutex, rebuild the snapshot of the one family they change,
+// publish it with a release store and retire the old pieces (src/core/quiescence.hpp). A
+// subscription ends under the mutex (ended flag, out of the id map and member list); its
+// handler is destroyed after the next grace period.
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <mutex>
+#include <new>
+#include <unordered_map>
+#include <vector>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "core/quiescence.hpp"
+#include "herald/bus.hpp"
+
+namespace herald {
+namespace detail {
+
+struct bus_core {
+  std::atomic<std::uint32_t> refs{1};
+  std::atomic<std::uint64_t> exceptions{0};
+  std::mutex hook_mutex;
+  std::shared_ptr<const error_hook> hook;  // guarded by hook_mutex
+};
+
+namespace {
+
+// Writer-side state of a list; guarded by `mutex`.
+struct list_state {
+  std::mutex mutex;
+  std::uint64_t next_seq = 1;
+  std::vector<sub_core*> members;                     // not ended, subscription order
+  std::unordered_map<std::uint64_t, sub_core*> by_id;  // members with an id
+  // Ended subscriptions still referenced by a published snapshot because rebuilding it ran
+  // out of memory; chained through retire.next, retired by the next rebuild of their family.
+  sub_core* stale = nullptr;
+};
+
+list_state& state_of(list_core& l) noexcept { return *static_cast<list_state*>(l.state); }
+
+// The snapshot of an empty or destroyed list. Never retired.
+constinit directory empty_directory{};
+
+// ---- Reference counts --------------------------------------------------------------------
+
+void bus_release(bus_core* b) noexcept {
+  // acq_rel: the last owner sees every other owner's writes before deleting.
+  if (b->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    delete b;
+  }
+}
+
+void list_release(list_core* l) noexcept {
+  if (l->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    bus_release(l->bus);
+    delete static_cast<list_state*>(l->state);
+    delete l;
+  }
+}
+
+void sub_release(sub_core* s) noexcept {
+  if (s->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    list_core* l = s->list;
+    delete s;
+    list_release(l);
+  }
+}
+
+// ---- Snapshot pieces ---------------------------------------------------------------------
+
+template <class Piece>
+void reclaim_piece(retire_node* n) noexcept {
+  Piece* p = static_cast<Piece*>(n->owner);
+  p->~Piece();
+  ::operator delete(static_cast<void*>(p));
+}
+
+template <class Piece>
+Piece* allocate_piece(std::size_t trailing_pointers) noexcept {
+  void* mem = ::operator new(sizeof(Piece) + trailing_pointers * sizeof(void*), std::nothrow);
+  if (mem == nullptr) {
+    return nullptr;
+  }
+  Piece* p = ::new (mem) Piece{};
+  p->retire.reclaim = &reclaim_piece<Piece>;
+  p->retire.owner = p;
+  return p;
+}
+
+void free_piece(retire_node& n) noexcept { n.reclaim(&n); }
+
+void retire_slot(const family_slot* slot) noexcept {
+  if (slot == nullptr) {
+    return;
+  }
+  auto* s = const_cast<family_slot*>(slot);
+  for (const sub_array* a : s->by_bit) {
+    if (a != nullptr) {
+      retire(const_cast<sub_array*>(a)->retire);
+    }
+  }
+  retire(s->retire);
+}
+
+void free_slot(family_slot* slot) noexcept {
+  for (const sub_array* a : slot->by_bit) {
+    if (a != nullptr) {
+      free_piece(const_cast<sub_array*>(a)->retire);
+    }
+  }
+  free_piece(slot->retire);
+}
+
+// The subscription's membership ends: destroy the handler, drop the list's reference.
+void reclaim_sub(retire_node* n) noexcept {
+  sub_core* s = static_cast<sub_core*>(n->owner);
+  if (s->handler != nullptr) {
+    s->destroy(s->handler);
+    s->handler = nullptr;
+  }
+  sub_release(s);
+}
+
+// Builds the slot of family `f` from the current members. *out is nullptr when nobody
+// subscribes to f. Returns false (and allocates nothing) when out of memory.
+bool build_slot(const list_state& st, family_id f, family_slot** out) noexcept {
+  std::uint32_t counts[max_subtypes] = {};
+  bool any = false;
+  for (const sub_core* s : st.members) {
+    const event_type t = unpack_type(s->type.load(std::memory_order_relaxed));
+    if (t.family() != f) {
+      continue;
+    }
+    any = true;
+    for (subtype_mask m = t.subtypes(); m != 0; m &= m - 1) {
+      ++counts[std::countr_zero(m)];
+    }
+  }
+  *out = nullptr;
+  if (!any) {
+    return true;
+  }
+  family_slot* slot = allocate_piece<family_slot>(0);
+  if (slot == nullptr) {
+    return false;
+  }
+  for (std::size_t bit = 0; bit < max_subtypes; ++bit) {
+    if (counts[bit] == 0) {
+      continue;
+    }
+    sub_array* a = allocate_piece<sub_array>(counts[bit]);
+    if (a == nullptr) {
+      free_slot(slot);
+      return false;
+    }
+    slot->by_bit[bit] = a;
+    slot->subscribed |= subtype_mask{1} << bit;
+  }
+  for (sub_core* s : st.members) {  // members are in subscription order
+    const event_type t = unpack_type(s->type.load(std::memory_order_relaxed));
+    if (t.family() != f) {
+      continue;
+    }
+    for (subtype_mask m = t.subtypes(); m != 0; m &= m - 1) {
+      auto* a = const_cast<sub_array*>(slot->by_bit[std::countr_zero(m)]);
+      a->items()[a->size++] = s;
+    }
+  }
+  *out = slot;
+  return true;
+}
+
+// Rebuilds family f's part of the snapshot and publishes it. Call with the mutex held.
+bool rebuild(list_core& l, list_state& st, family_id f) noexcept {
+  family_slot* slot = nullptr;
+  if (!build_slot(st, f, &slot)) {
+    return false;
+  }
+  const directory* old = l.dir.load(std::memory_order_relaxed);
+  const std::uint32_t families = std::max<std::uint32_t>(old->families, f + 1u);
+  directory* dir = allocate_piece<directory>(families);
+  if (dir == nullptr) {
+    if (slot != nullptr) {
+      free_slot(slot);
+    }
+    return false;
+  }
+  dir->families = families;
+  for (std::uint32_t i = 0; i < families; ++i) {
+    dir->slots()[i] = i < old->families ? old->slots()[i] : nullptr;
+  }
+  const family_slot* old_slot = f < old->families ? old->slots()[f] : nullptr;
+  dir->slots()[f] = slot;
+  // release: publishes the new pieces; pairs with publish_raw's acquire load.
+  l.dir.store(dir, std::memory_order_release);
+  if (old != &empty_directory) {
+    retire(const_cast<directory*>(old)->retire);
+  }
+  retire_slot(old_slot);
+  // Stale subscriptions of this family are no longer referenced by the snapshot.
+  sub_core** link = &st.stale;
+  while (*link != nullptr) {
+    sub_core* s = *link;
+    if (unpack_type(s->type.load(std::memory_order_relaxed)).family() == f) {
+      *link = s->stale_next;
+      s->stale_next = nullptr;
+      retire(s->retire);
+    } else {
+      link = &s->stale_next;
+    }
+  }
+  return true;
+}
+
+// Ends `s` (mutex held). False if it had already ended.
+bool end_locked(list_core& l, list_state& st, sub_core* s) noexcept {
+  if ((s->flags.load(std::memory_order_relaxed) & sub_ended) != 0) {
+    return false;
+  }
+  // release: publishers that see the flag (acquire) skip the handler.
+  s->flags.fetch_or(sub_ended, std::memory_order_release);
+  st.members.erase(std::find(st.members.begin(), st.members.end(), s));
+  if (s->id != 0) {
+    st.by_id.erase(s->id);
+  }
+  const family_id f = unpack_type(s->type.load(std::memory_order_relaxed)).family();
+  if (rebuild(l, st, f)) {
+    retire(s->retire);
+  } else {
+    // Out of memory: the old snapshot keeps pointing at s (publishers skip it: it has ended).
+    s->stale_next = st.stale;
+    st.stale = s;
+  }
+  return true;
+}
+
+// After ending something: outside a handler, wait until no publish still runs it, then free
+// what was retired. Inside a handler, leave it to a later reclamation.
+void settle() noexcept { (void)collect(/*always_wait=*/true); }
+
+bool subset_of_family(event_type t) noexcept {
+  const auto n = subtype_count(t.family());
+  if (!n || t.subtypes() == 0) {
+    return false;
+  }
+  const subtype_mask declared =
+      *n >= max_subtypes ? ~subtype_mask{0} : (subtype_mask{1} << *n) - 1;
+  return (t.subtypes() & ~declared) == 0;
+}
+
+result<void> resubscribe_core(sub_core* s, event_type type) noexcept {
+  list_core& l = *s->list;
+  list_state& st = state_of(l);
+  {
+    std::lock_guard lock(st.mutex);
+    if ((s->flags.load(std::memory_order_relaxed) & sub_ended) != 0) {
+      return unexpected(errc::not_found);
+    }
+    const event_type old = unpack_type(s->type.load(std::memory_order_relaxed));
+    if (type.family() != old.family() || !subset_of_family(type)) {
+      return unexpected(errc::family_mismatch);
+    }
+    s->type.store(pack_type(type), std::memory_order_release);
+    if (!rebuild(l, st, type.family())) {
+      s->type.store(pack_type(old), std::memory_order_release);
+      return unexpected(errc::no_memory);
+    }
+  }
+  if (!in_read_section()) {
+    collect();
+  }
+  return {};
+}
+
+result<void> set_paused(sub_core* s, bool paused) noexcept {
+  list_state& st = state_of(*s->list);
+  std::lock_guard lock(st.mutex);
+  if ((s->flags.load(std::memory_order_relaxed) & sub_ended) != 0) {
+    return unexpected(errc::not_found);
+  }
+  if (paused) {
+    s->flags.fetch_or(sub_paused, std::memory_order_release);
+  } else {
+    s->flags.fetch_and(~sub_paused, std::memory_order_release);
+  }
+  return {};
+}
+
+void unsubscribe_core(sub_core* s) noexcept {
+  list_core& l = *s->list;
+  list_state& st = state_of(l);
+  bool ended = false;
+  {
+    std::lock_guard lock(st.mutex);
+    ended = end_locked(l, st, s);
+  }
+  if (ended) {
+    settle();
+  }
+}
+
+}  // namespace
+
+void report_handler_exception(sub_core& s, event_type type) noexcept {
+  s.exceptions.fetch_add(1, std::memory_order_relaxed);
+  bus_core* b = s.list->bus;
+  b->exceptions.fetch_add(1, std::memory_order_relaxed);
+  std::shared_ptr<const error_hook> hook;
+  {
+    std::lock_guard lock(b->hook_mutex);
+    hook = b->hook;
+  }
+  if (!hook || !*hook) {
+    return;
+  }
+  std::string_view what = "unknown exception";
+  try {
+    throw;  // called from a catch block: the exception being handled
+  } catch (const std::exception& e) {
+    what = e.what();
+  } catch (...) {
+  }
+  handler_error err;
+  err.subscription_id = s.id;
+  err.subscription_name = s.name;
+  err.file = s.file;
+  err.line = s.line;
+  err.type = type;
+  err.what = what;
+  try {
+    (*hook)(err);
+  } catch (...) {
+    // The hook must not throw; what it throws is dropped so that publish never throws.
+  }
+}
+
+result<subscription> subscribe_core(list_core& l, event_type type, void* handler,
+                                    invoke_fn invoke, destroy_fn destroy,
+                                    const subscribe_options& opt,
+                                    const std::source_location& where) noexcept {
+  auto fail = [&](errc e) -> result<subscription> {
+    destroy(handler);
+    return unexpected(e);
+  };
+  if (!subset_of_family(type)) {
+    return fail(errc::family_mismatch);
+  }
+  sub_core* s = new (std::nothrow) sub_core;
+  if (s == nullptr) {
+    return fail(errc::no_memory);
+  }
+  try {
+    s->name.assign(opt.name);
+  } catch (const std::bad_alloc&) {
+    delete s;
+    return fail(errc::no_memory);
+  }
+  s->type.store(pack_type(type), std::memory_order_relaxed);
+  s->id = opt.id;
+  s->list = &l;
+  s->handler = handler;
+  s->invoke = invoke;
+  s->destroy = destroy;
+  s->file = where.file_name();
+  s->line = where.line();
+  s->retire.reclaim = &reclaim_sub;
+  s->retire.owner = s;
+  s->refs.store(2, std::memory_order_relaxed);  // membership + the returned handle
+
+  list_state& st = state_of(l);
+  {
+    std::lock_guard lock(st.mutex);
+    auto undo = [&](errc e) -> result<subscription> {
+      delete s;
+      return fail(e);
+    };
+    if (l.destroyed.load(std::memory_order_relaxed)) {
+      return undo(errc::list_destroyed);
+    }
+    if (opt.id != 0 && st.by_id.contains(opt.id)) {
+      return undo(errc::duplicate_id);
+    }
+    try {
+      st.members.push_back(s);
+      if (opt.id != 0) {
+        st.by_id.emplace(opt.id, s);
+      }
+    } catch (const std::bad_alloc&) {
+      if (!st.members.empty() && st.members.back() == s) {
+        st.members.pop_back();
+      }
+      return undo(errc::no_memory);
+    }
+    s->seq = st.next_seq++;
+    if (!rebuild(l, st, type.family())) {
+      st.members.pop_back();
+      if (opt.id != 0) {
+        st.by_id.erase(opt.id);
+      }
+      return undo(errc::no_memory);
+    }
+    l.refs.fetch_add(1, std::memory_order_relaxed);  // the subscription's reference
+  }
+  if (!in_read_section()) {
+    collect();  // free the snapshot pieces this subscribe replaced
+  }
+  return subscription(s);
+}
+
+}  // namespace detail
+
+// ---- make_id -----------------------------------------------------------------------------
+
+std::uint64_t make_id(std::string_view scope, std::string_view name) noexcept {
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  const std::uint64_t scope_len = scope.size();
+  const std::uint64_t name_len = name.size();
+  XXH3_64bits_update(&state, &scope_len, sizeof scope_len);
+  XXH3_64bits_update(&state, scope.data(), scope.size());
+  XXH3_64bits_update(&state, &name_len, sizeof name_len);
+  XXH3_64bits_update(&state, name.data(), name.size());
+  const std::uint64_t id = XXH3_64bits_digest(&state);
+  return id == 0 ? 1 : id;
+}
+
+// ---- subscription ------------------------------------------------------------------------
+
+subscription::subscription(const subscription& o) noexcept : core_(o.core_) {
+  if (core_ != nullptr) {
+    // relaxed: taking a reference from one we hold needs no ordering.
+    core_->refs.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void subscription::drop() noexcept {
+  if (core_ != nullptr) {
+    detail::sub_release(std::exchange(core_, nullptr));
+  }
+}
+
+void subscription::unsubscribe() noexcept {
+  HERALD_ASSERT(core_ != nullptr, "unsubscribe() on an empty subscription handle");
+  detail::unsubscribe_core(core_);
+}
+
+result<void> subscription::pause() noexcept {
+  HERALD_ASSERT(core_ != nullptr, "pause() on an empty subscription handle");
+  return detail::set_paused(core_, true);
+}
+
+result<void> subscription::resume() noexcept {
+  HERALD_ASSERT(core_ != nullptr, "resume() on an empty subscription handle");
+  return detail::set_paused(core_, false);
+}
+
+result<void> subscription::resubscribe(event_type type) noexcept {
+  HERALD_ASSERT(core_ != nullptr, "resubscribe() on an empty subscription handle");
+  return detail::resubscribe_core(core_, type);
+}
+
+event_type subscription::type() const noexcept {
+  HERALD_ASSERT(core_ != nullptr, "type() on an empty subscription handle");
+  return detail::unpack_type(core_->type.load(std::memory_order_acquire));
+}
+
+std::uint64_t subscription::id() const noexcept {
+  HERALD_ASSERT(core_ != nullptr, "id() on an empty subscription handle");
+  return core_->id;
+}
+
+std::string_view subscription::name() const noexcept {
+  HERALD_ASSERT(core_ != nullptr, "name() on an empty subscription handle");
+  return core_->name;
+}
+
+const char* subscription::origin_file() const noexcept {
+  HERALD_ASSERT(core_ != nullptr, "origin_file() on an empty subscription handle");
+  return core_->file;
+}
+
+std::uint32_t subscription::origin_line() const noexcept {
+  HERALD_ASSERT(core_ != nullptr, "origin_line() on an empty subscription handle");
+  return core_->line;
+}
+
+bool subscription::is_active() const noexcept {
+  return core_ != nullptr &&
+         (core_->flags.load(std::memory_order_acquire) & detail::sub_ended) == 0;
+}
+
+bool subscription::is_paused() const noexcept {
+  return core_ != nullptr &&
+         (core_->flags.load(std::memory_order_acquire) & detail::sub_paused) != 0;
+}
+
+std::uint64_t subscription::exceptions() const noexcept {
+  return core_ == nullptr ? 0 : core_->exceptions.load(std::memory_order_relaxed);
+}
+
+// ---- subscription_self ---------------------------------------------------------------------
+
+event_type subscription_self::type() const noexcept {
+  return detail::unpack_type(core_->type.load(std::memory_order_acquire));
+}
+
+void subscription_self::unsubscribe() noexcept { detail::unsubscribe_core(core_); }
+
+result<void> subscription_self::resubscribe(event_type type) noexcept {
+  return detail::resubscribe_core(core_, type);
+}
+
+subscription subscription_self::take() const noexcept {
+  core_->refs.fetch_add(1, std::memory_order_relaxed);
+  return subscription(core_);
+}
+
+// ---- sub_list ------------------------------------------------------------------------------
+
+sub_list::sub_list(bus& b) : core_(new detail::list_core) {
+  core_->dir.store(&detail::empty_directory, std::memory_order_relaxed);
+  core_->state = new detail::list_state;
+  core_->bus = &b.core();
+  core_->bus->refs.fetch_add(1, std::memory_order_relaxed);
+}
+
+sub_list::~sub_list() {
+  destroy();
+  detail::list_release(core_);
+}
+
+void sub_list::destroy() noexcept {
+  detail::list_core& l = *core_;
+  detail::list_state& st = detail::state_of(l);
+  {
+    std::lock_guard lock(st.mutex);
+    if (l.destroyed.load(std::memory_order_relaxed)) {
+      return;
+    }
+    l.destroyed.store(true, std::memory_order_release);
+    for (detail::sub_core* s : st.members) {
+      s->flags.fetch_or(detail::sub_ended, std::memory_order_release);
+    }
+    const detail::directory* old = l.dir.load(std::memory_order_relaxed);
+    l.dir.store(&detail::empty_directory, std::memory_order_release);
+    if (old != &detail::empty_directory) {
+      for (std::uint32_t i = 0; i < old->families; ++i) {
+        detail::retire_slot(old->slots()[i]);
+      }
+      detail::retire(const_cast<detail::directory*>(old)->retire);
+    }
+    for (detail::sub_core* s : st.members) {
+      detail::retire(s->retire);
+    }
+    while (st.stale != nullptr) {
+      detail::sub_core* s = st.stale;
+      st.stale = s->stale_next;
+      s->stale_next = nullptr;
+      detail::retire(s->retire);
+    }
+    st.members.clear();
+    st.by_id.clear();
+  }
+  detail::settle();
+}
+
+bool sub_list::is_destroyed() const noexcept {
+  return core_->destroyed.load(std::memory_order_acquire);
+}
+
+bool sub_list::has_subscribers(event_type type) const noexcept {
+  detail::read_guard guard;
+  const detail::directory* d = core_->dir.load(std::memory_order_acquire);
+  if (type.family() >= d->families) {
+    return false;
+  }
+  const detail::family_slot* slot = d->slots()[type.family()];
+  return slot != nullptr && (slot->subscribed & type.subtypes()) != 0;
+}
+
+namespace {
+// Runs `op(sub)` on the active subscription with this id, under the list mutex.
+template <class Op>
+auto with_id(detail::list_core& l, std::uint64_t id, Op op) noexcept -> decltype(op(nullptr)) {
+  detail::list_state& st = detail::state_of(l);
+  std::lock_guard lock(st.mutex);
+  auto it = st.by_id.find(id);
+  if (id == 0 || it == st.by_id.end()) {
+    return unexpected(errc::not_found);
+  }
+  return op(it->second);
+}
+}  // namespace
+
+result<void> sub_list::lookup_unsubscribe(std::uint64_t id) noexcept {
+  auto r = with_id(*core_, id, [&](detail::sub_core* s) -> result<void> {
+    detail::end_locked(*core_, detail::state_of(*core_), s);
+    return {};
+  });
+  if (r) {
+    detail::settle();
+  }
+  return r;
+}
+
+result<void> sub_list::lookup_pause(std::uint64_t id) noexcept {
+  return with_id(*core_, id, [](detail::sub_core* s) -> result<void> {
+    s->flags.fetch_or(detail::sub_paused, std::memory_order_release);
+    return {};
+  });
+}
+
+result<void> sub_list::lookup_resume(std::uint64_t id) noexcept {
+  return with_id(*core_, id, [](detail::sub_core* s) -> result<void> {
+    s->flags.fetch_and(~detail::sub_paused, std::memory_order_release);
+    return {};
+  });
+}
+
+result<void> sub_list::lookup_resubscribe(std::uint64_t id, event_type type) noexcept {
+  auto taken = lookup_take(id);
+  if (!taken) {
+    return unexpected(taken.error());
+  }
+  return taken->resubscribe(type);
+}
+
+result<subscription> sub_list::lookup_take(std::uint64_t id) noexcept {
+  return with_id(*core_, id, [](detail::sub_core* s) -> result<subscription> {
+    s->refs.fetch_add(1, std::memory_order_relaxed);
+    return subscription(s);
+  });
+}
+
+std::size_t sub_list::size_approx() const noexcept {
+  detail::list_state& st = detail::state_of(*core_);
+  std::lock_guard lock(st.mutex);
+  return st.members.size();
+}
+
+// ---- bus -----------------------------------------------------------------------------------
+
+bus::bus() : core_(new detail::bus_core), global_(std::make_unique<sub_list>(*this)) {}
+
+bus::~bus() {
+  global_.reset();
+  reclaim();
+  detail::bus_release(core_);
+}
+
+void bus::set_error_hook(error_hook hook) {
+  auto shared = std::make_shared<const error_hook>(std::move(hook));
+  std::lock_guard lock(core_->hook_mutex);
+  core_->hook = std::move(shared);
+}
+
+std::uint64_t bus::handler_exceptions() const noexcept {
+  return core_->exceptions.load(std::memory_order_relaxed);
+}
+
+void bus::reclaim() noexcept { (void)detail::collect(); }
+
+}  // namespace herald
