@@ -14,6 +14,9 @@ packages=(
   libgtest-dev   # GoogleTest
   libgmock-dev   # GoogleMock
   libbenchmark-dev  # Google Benchmark (herald_microbench)
+  libxxhash-dev  # xxHash (subscription ids), used header-only
+  libboost-dev   # Boost.Signals2, a peer in herald_microbench
+  libsigc++-3.0-dev  # libsigc++ 3, a peer in herald_microbench
 )
 # shellcheck disable=SC2206
 packages+=(${HERALD_APT_EXTRA:-})

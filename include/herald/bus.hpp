@@ -226,20 +226,25 @@ void destroy_handler(void* h) noexcept {
   delete static_cast<H*>(h);
 }
 
-inline std::size_t publish_raw(const list_core& l, const raw_event& ev) noexcept {
+// The publish fast path: `bit` is the index of the published subtype in ev.type.
+inline result<std::size_t> publish_raw(const list_core& l, const raw_event& ev,
+                                       unsigned bit) noexcept {
   read_guard guard;
   const directory* d = l.dir.load(std::memory_order_acquire);
   const family_id f = ev.type.family();
-  if (f >= d->families) {
-    return 0;
+  if (f >= d->families) [[unlikely]] {
+    if (d == &destroyed_directory) {
+      return unexpected(errc::list_destroyed);
+    }
+    return std::size_t{0};
   }
   const family_slot* slot = d->slots()[f];
   if (slot == nullptr) {
-    return 0;
+    return std::size_t{0};
   }
-  const sub_array* arr = slot->by_bit[std::countr_zero(ev.type.subtypes())];
+  const sub_array* arr = slot->by_bit[bit];
   if (arr == nullptr) {
-    return 0;
+    return std::size_t{0};
   }
   std::size_t called = 0;
   sub_core* const* items = arr->items();
@@ -326,13 +331,13 @@ class sub_list {
   template <family_declaration F>
   result<std::size_t> publish(typename F::subtype sub,
                               const typename F::safe_part& safe) const noexcept {
-    return publish_erased(type_of<F>(sub), &safe, nullptr);
+    return publish_erased(type_of<F>(sub), static_cast<unsigned>(sub), &safe, nullptr);
   }
   template <family_declaration F>
     requires has_unsafe_part_v<F>
   result<std::size_t> publish(typename F::subtype sub, const typename F::safe_part& safe,
                               typename F::unsafe_part& unsafe) const noexcept {
-    return publish_erased(type_of<F>(sub), &safe, &unsafe);
+    return publish_erased(type_of<F>(sub), static_cast<unsigned>(sub), &safe, &unsafe);
   }
 
   /// By-id operations (HAProxy's event_hdl_lookup_*). Errors: not_found (no active
@@ -348,12 +353,9 @@ class sub_list {
   [[nodiscard]] std::size_t size_approx() const noexcept;
 
  private:
-  result<std::size_t> publish_erased(event_type type, const void* safe,
+  result<std::size_t> publish_erased(event_type type, unsigned bit, const void* safe,
                                      void* unsafe) const noexcept {
-    if (core_->destroyed.load(std::memory_order_relaxed)) [[unlikely]] {
-      return unexpected(errc::list_destroyed);
-    }
-    return detail::publish_raw(*core_, detail::raw_event{type, safe, unsafe});
+    return detail::publish_raw(*core_, detail::raw_event{type, safe, unsafe}, bit);
   }
 
   detail::list_core* core_;

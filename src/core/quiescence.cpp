@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <mutex>
+#include <utility>
 #include <thread>
 
 #include "herald/backoff.hpp"
@@ -14,7 +15,7 @@
 
 namespace herald::detail {
 
-thread_local reader_tls tls_reader;
+constinit thread_local reader_tls tls_reader;
 std::atomic<bool> asymmetric_fences{false};
 
 namespace {
@@ -46,7 +47,17 @@ bool fences_ready() noexcept {
   return asymmetric;
 }
 
+#if defined(__SANITIZE_THREAD__)
+// GCC's ThreadSanitizer rejects standalone fences; a seq_cst read-modify-write orders the same
+// way here (readers also use seq_cst exchanges under TSan) and TSan understands it.
+std::atomic<std::uint64_t> barrier_word{0};
+#endif
+
 void heavy_barrier() noexcept {
+#if defined(__SANITIZE_THREAD__)
+  barrier_word.fetch_add(1, std::memory_order_seq_cst);
+  return;
+#endif
   if (fences_ready()) {
     // Orders every running thread of the process: pairs with the readers' signal fence.
     if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) {
@@ -70,10 +81,16 @@ struct record_releaser {
 thread_local record_releaser tls_releaser;
 
 std::mutex grace_mutex;           // one grace period at a time
+// Held by a collector from taking its batch until that batch is reclaimed, so that a later
+// collector cannot return while an earlier one still reclaims what the later one retired.
+// Recursive: a reclaimed handler's destructor may itself unsubscribe (and collect).
+std::recursive_mutex reclaim_mutex;
 std::mutex retire_mutex;          // protects retire_head
 retire_node* retire_head = nullptr;
 
 }  // namespace
+
+void run_batch(retire_node* batch) noexcept;
 
 reader_record* register_reader() noexcept {
   (void)fences_ready();
@@ -111,7 +128,7 @@ void synchronize() noexcept {
   heavy_barrier();
   for (reader_record* r = records_head.load(std::memory_order_acquire); r != nullptr;
        r = r->next_record) {
-    // acquire: pairs with read_leave's release store.
+    // acquire: pairs with the release store of ~read_guard.
     const std::uint64_t seen = r->counter.load(std::memory_order_acquire);
     if ((seen & 1) == 0) {
       continue;
@@ -137,6 +154,7 @@ bool collect(bool always_wait) noexcept {
   if (in_read_section()) {
     return false;
   }
+  std::lock_guard reclaiming(reclaim_mutex);
   retire_node* batch = nullptr;
   {
     std::lock_guard lock(retire_mutex);
@@ -147,7 +165,12 @@ bool collect(bool always_wait) noexcept {
     return true;
   }
   synchronize();
-  // Oldest first is not required; run in the order retired (reverse the chain).
+  run_batch(batch);
+  return true;
+}
+
+void run_batch(retire_node* batch) noexcept {
+  // Run in the order retired (reverse the chain).
   retire_node* ordered = nullptr;
   while (batch != nullptr) {
     retire_node* next = batch->next;
@@ -160,6 +183,51 @@ bool collect(bool always_wait) noexcept {
     ordered->reclaim(ordered);
     ordered = next;
   }
+}
+
+bool try_collect() noexcept {
+  if (in_read_section()) {
+    return false;
+  }
+  std::unique_lock reclaiming(reclaim_mutex, std::try_to_lock);
+  if (!reclaiming.owns_lock()) {
+    return false;  // another thread is reclaiming; what we retired waits for a later collect
+  }
+  retire_node* batch = nullptr;
+  {
+    std::lock_guard lock(retire_mutex);
+    batch = std::exchange(retire_head, nullptr);
+  }
+  if (batch == nullptr) {
+    return true;
+  }
+  bool quiet = true;
+  {
+    (void)fences_ready();
+    std::lock_guard lock(grace_mutex);
+    // Everything in `batch` was unlinked before this barrier. A reader that may still hold
+    // one of those pointers entered its section before the barrier and shows an odd counter.
+    heavy_barrier();
+    for (reader_record* r = records_head.load(std::memory_order_acquire); r != nullptr;
+         r = r->next_record) {
+      if ((r->counter.load(std::memory_order_acquire) & 1) != 0) {
+        quiet = false;
+        break;
+      }
+    }
+  }
+  if (!quiet) {
+    // Someone is publishing: put the batch back for a later (or a waiting) collect.
+    retire_node* tail = batch;
+    while (tail->next != nullptr) {
+      tail = tail->next;
+    }
+    std::lock_guard lock(retire_mutex);
+    tail->next = retire_head;
+    retire_head = batch;
+    return false;
+  }
+  run_batch(batch);
   return true;
 }
 

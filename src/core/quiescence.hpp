@@ -27,6 +27,11 @@ void retire(retire_node& node) noexcept;
 /// read section: does nothing and returns false.
 bool collect(bool always_wait = false) noexcept;
 
+/// Like collect(), but never waits: reclaims what was retired only if no thread is inside a
+/// read section right now (a grace period has then already elapsed); otherwise leaves it for
+/// a later call. Returns true if it reclaimed (or there was nothing to reclaim).
+bool try_collect() noexcept;
+
 /// Whether readers use compiler-only barriers paired with membarrier() (for diagnostics).
 bool asymmetric_fences_in_use() noexcept;
 

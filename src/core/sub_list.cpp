@@ -21,6 +21,8 @@
 namespace herald {
 namespace detail {
 
+constinit directory destroyed_directory{};
+
 struct bus_core {
   std::atomic<std::uint32_t> refs{1};
   std::atomic<std::uint64_t> exceptions{0};
@@ -43,7 +45,7 @@ struct list_state {
 
 list_state& state_of(list_core& l) noexcept { return *static_cast<list_state*>(l.state); }
 
-// The snapshot of an empty or destroyed list. Never retired.
+// The snapshot of an empty list. Never retired.
 constinit directory empty_directory{};
 
 // ---- Reference counts --------------------------------------------------------------------
@@ -198,7 +200,7 @@ bool rebuild(list_core& l, list_state& st, family_id f) noexcept {
   dir->slots()[f] = slot;
   // release: publishes the new pieces; pairs with publish_raw's acquire load.
   l.dir.store(dir, std::memory_order_release);
-  if (old != &empty_directory) {
+  if (old != &empty_directory && old != &destroyed_directory) {
     retire(const_cast<directory*>(old)->retire);
   }
   retire_slot(old_slot);
@@ -239,6 +241,33 @@ bool end_locked(list_core& l, list_state& st, sub_core* s) noexcept {
   return true;
 }
 
+// Ends every subscription of the list and marks it destroyed (mutex held).
+void end_all_locked(list_core& l, list_state& st) noexcept {
+  l.destroyed.store(true, std::memory_order_release);
+  for (sub_core* s : st.members) {
+    s->flags.fetch_or(sub_ended, std::memory_order_release);
+  }
+  const directory* old = l.dir.load(std::memory_order_relaxed);
+  l.dir.store(&destroyed_directory, std::memory_order_release);
+  if (old != &empty_directory) {
+    for (std::uint32_t i = 0; i < old->families; ++i) {
+      retire_slot(old->slots()[i]);
+    }
+    retire(const_cast<directory*>(old)->retire);
+  }
+  for (sub_core* s : st.members) {
+    retire(s->retire);
+  }
+  while (st.stale != nullptr) {
+    sub_core* s = st.stale;
+    st.stale = s->stale_next;
+    s->stale_next = nullptr;
+    retire(s->retire);
+  }
+  st.members.clear();
+  st.by_id.clear();
+}
+
 // After ending something: outside a handler, wait until no publish still runs it, then free
 // what was retired. Inside a handler, leave it to a later reclamation.
 void settle() noexcept { (void)collect(/*always_wait=*/true); }
@@ -271,9 +300,7 @@ result<void> resubscribe_core(sub_core* s, event_type type) noexcept {
       return unexpected(errc::no_memory);
     }
   }
-  if (!in_read_section()) {
-    collect();
-  }
+  (void)try_collect();  // never waits: a resubscribe must not stall behind a long handler
   return {};
 }
 
@@ -294,14 +321,13 @@ result<void> set_paused(sub_core* s, bool paused) noexcept {
 void unsubscribe_core(sub_core* s) noexcept {
   list_core& l = *s->list;
   list_state& st = state_of(l);
-  bool ended = false;
   {
     std::lock_guard lock(st.mutex);
-    ended = end_locked(l, st, s);
+    (void)end_locked(l, st, s);
   }
-  if (ended) {
-    settle();
-  }
+  // Also when another path ended it first: the promise "not running, and destroyed, when
+  // unsubscribe returns" holds for every caller outside a handler.
+  settle();
 }
 
 }  // namespace
@@ -406,9 +432,7 @@ result<subscription> subscribe_core(list_core& l, event_type type, void* handler
     }
     l.refs.fetch_add(1, std::memory_order_relaxed);  // the subscription's reference
   }
-  if (!in_read_section()) {
-    collect();  // free the snapshot pieces this subscribe replaced
-  }
+  (void)try_collect();  // free replaced snapshot pieces if nobody is publishing; never waits
   return subscription(s);
 }
 
@@ -539,33 +563,11 @@ void sub_list::destroy() noexcept {
   detail::list_state& st = detail::state_of(l);
   {
     std::lock_guard lock(st.mutex);
-    if (l.destroyed.load(std::memory_order_relaxed)) {
-      return;
+    if (!l.destroyed.load(std::memory_order_relaxed)) {
+      end_all_locked(l, st);
     }
-    l.destroyed.store(true, std::memory_order_release);
-    for (detail::sub_core* s : st.members) {
-      s->flags.fetch_or(detail::sub_ended, std::memory_order_release);
-    }
-    const detail::directory* old = l.dir.load(std::memory_order_relaxed);
-    l.dir.store(&detail::empty_directory, std::memory_order_release);
-    if (old != &detail::empty_directory) {
-      for (std::uint32_t i = 0; i < old->families; ++i) {
-        detail::retire_slot(old->slots()[i]);
-      }
-      detail::retire(const_cast<detail::directory*>(old)->retire);
-    }
-    for (detail::sub_core* s : st.members) {
-      detail::retire(s->retire);
-    }
-    while (st.stale != nullptr) {
-      detail::sub_core* s = st.stale;
-      st.stale = s->stale_next;
-      s->stale_next = nullptr;
-      detail::retire(s->retire);
-    }
-    st.members.clear();
-    st.by_id.clear();
   }
+  // A second destroy waits like the first: the handlers are gone when it returns.
   detail::settle();
 }
 

@@ -9,8 +9,8 @@
 //   grace period (src/core/quiescence.cpp) waits until every record that was odd has changed.
 //
 // Cost on the read side
-//   Entering and leaving the outermost section store to the thread's own cache line; nested
-//   sections (a handler that publishes) only bump a thread-local depth. The store that enters
+//   Entering and leaving the outermost section store to the thread's own cache line; a nested
+//   section (a handler that publishes) sees its counter already odd and does nothing. The store that enters
 //   must be ordered before the loads of the snapshot (store -> load). On Linux the writer runs
 //   membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), which orders every running thread, so the
 //   reader needs only a compiler barrier. Where membarrier is unavailable (old kernels, some
@@ -22,6 +22,8 @@
 //          writer's heavy barrier (membarrier or seq_cst fence) before it reads the records.
 //   leave: store(even, release); pairs with the writer's acquire load of the record, so
 //          everything the section read happens before the writer frees it.
+//   The counter is written only by its own thread, so its relaxed loads by that thread see
+//   its last store.
 #pragma once
 
 #include <atomic>
@@ -45,12 +47,13 @@ struct alignas(64) reader_record {
   reader_record* next_record = nullptr;   // registry chain, immutable once published
 };
 
-/// The calling thread's record and nesting depth.
+/// The calling thread's record (nullptr until its first read section).
 struct reader_tls {
   reader_record* record = nullptr;
-  std::uint32_t depth = 0;
 };
-extern thread_local reader_tls tls_reader;
+// constinit: no lazy-initialisation check on each access (it would also force the compiler to
+// spill the publish arguments around a possible call).
+extern constinit thread_local reader_tls tls_reader;
 
 /// True when readers may rely on the writer's membarrier (set once, before any reader runs a
 /// section that depends on it; see quiescence.cpp).
@@ -59,50 +62,52 @@ extern std::atomic<bool> asymmetric_fences;
 /// Registers the calling thread's record (first read section of a thread). Cold path.
 reader_record* register_reader() noexcept;
 
-/// Enters a read section (nestable). Thread safety: the calling thread's own state only.
-/// Blocking: never. Allocation: only the first time a thread enters (its record).
-inline void read_enter() noexcept {
-  reader_tls& t = tls_reader;
-  if (t.depth++ != 0) {
-    return;
-  }
-  reader_record* r = t.record;
-  if (r == nullptr) [[unlikely]] {
-    r = register_reader();
-  }
-  const std::uint64_t odd = r->counter.load(std::memory_order_relaxed) + 1;
-#if defined(__SANITIZE_THREAD__)
-  r->counter.exchange(odd, std::memory_order_seq_cst);
-#else
-  if (asymmetric_fences.load(std::memory_order_relaxed)) [[likely]] {
-    r->counter.store(odd, std::memory_order_relaxed);
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-  } else {
-    r->counter.exchange(odd, std::memory_order_seq_cst);
-  }
-#endif
-}
-
-/// Leaves a read section. Thread safety: the calling thread's own state only.
-inline void read_leave() noexcept {
-  reader_tls& t = tls_reader;
-  if (--t.depth != 0) {
-    return;
-  }
-  reader_record* r = t.record;
-  r->counter.store(r->counter.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-}
-
 /// True if the calling thread is inside a read section (a publish, or a handler it runs).
-inline bool in_read_section() noexcept { return tls_reader.depth != 0; }
+inline bool in_read_section() noexcept {
+  const reader_record* r = tls_reader.record;
+  return r != nullptr && (r->counter.load(std::memory_order_relaxed) & 1) != 0;
+}
 
-/// RAII read section.
+/// A read section (RAII, nestable): while one exists on a thread, nothing the thread can reach
+/// through a published snapshot is reclaimed. A nested section (a handler that publishes) sees
+/// its own odd counter and does nothing; the outermost one leaves with a single store.
+/// Thread safety: the calling thread's own state only. Blocking: never. Allocation: only the
+/// first time a thread enters (its record).
 class read_guard {
  public:
-  read_guard() noexcept { read_enter(); }
+  read_guard() noexcept {
+    reader_record* r = tls_reader.record;
+    if (r == nullptr) [[unlikely]] {
+      r = register_reader();
+    }
+    const std::uint64_t c = r->counter.load(std::memory_order_relaxed);
+    if ((c & 1) != 0) {
+      return;  // nested
+    }
+    record_ = r;
+    leave_value_ = c + 2;
+#if defined(__SANITIZE_THREAD__)
+    r->counter.exchange(c + 1, std::memory_order_seq_cst);
+#else
+    if (asymmetric_fences.load(std::memory_order_relaxed)) [[likely]] {
+      r->counter.store(c + 1, std::memory_order_relaxed);
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+    } else {
+      r->counter.exchange(c + 1, std::memory_order_seq_cst);
+    }
+#endif
+  }
   read_guard(const read_guard&) = delete;
   read_guard& operator=(const read_guard&) = delete;
-  ~read_guard() { read_leave(); }
+  ~read_guard() {
+    if (record_ != nullptr) {
+      record_->counter.store(leave_value_, std::memory_order_release);
+    }
+  }
+
+ private:
+  reader_record* record_ = nullptr;
+  std::uint64_t leave_value_ = 0;
 };
 
 }  // namespace herald::detail

@@ -50,6 +50,10 @@ struct directory {
   const family_slot** slots() noexcept { return reinterpret_cast<const family_slot**>(this + 1); }
 };
 
+/// The snapshot of a destroyed list: no family, and publishes to it report list_destroyed.
+/// (The snapshot of a live empty list is another object, so that one load tells both apart.)
+extern constinit directory destroyed_directory;
+
 /// Flags of a subscription (sub_core::flags).
 inline constexpr std::uint32_t sub_ended = 1;
 inline constexpr std::uint32_t sub_paused = 2;
