@@ -46,6 +46,8 @@
 #include "herald/backoff.hpp"
 #include "herald/bus.hpp"
 
+#include "stress_scale.hpp"
+
 namespace {
 
 using herald::errc;
@@ -77,35 +79,9 @@ event_type type_a() { return herald::type_of<tstress_event>(st::a); }
 
 // ---- Scale and waiting ----------------------------------------------------------------------
 
-double stress_scale() {
-  // Read on the main thread only, before any worker starts.
-  const char* text = std::getenv("HERALD_STRESS_SCALE");  // NOLINT(concurrency-mt-unsafe)
-  if (text == nullptr || *text == '\0') {
-    return 1.0;
-  }
-  char* end = nullptr;
-  const double value = std::strtod(text, &end);
-  if (end == text || !(value > 0.0)) {
-    ADD_FAILURE() << "HERALD_STRESS_SCALE must be a positive number, got '" << text << "'";
-    return 1.0;
-  }
-  return value;
-}
-
-// The base counts below are sized for sanitizer builds; an optimised uninstrumented build does
-// more in the same time.
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define HERALD_STRESS_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-#define HERALD_STRESS_SANITIZED 1
-#endif
-#endif
-#if defined(__OPTIMIZE__) && !defined(HERALD_STRESS_SANITIZED)
-constexpr std::size_t build_boost = 8;
-#else
-constexpr std::size_t build_boost = 1;
-#endif
+// Work multiplier for the build (see stress_scale.hpp).
+constexpr std::size_t build_boost = herald::test::optimised_build ? 8 : 1;
+using herald::test::stress_scale;
 
 std::size_t scaled(std::size_t base) {
   const double n = static_cast<double>(base * build_boost) * stress_scale();

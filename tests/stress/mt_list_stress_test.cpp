@@ -49,6 +49,8 @@
 #include "herald/backoff.hpp"
 #include "herald/mt_list.hpp"
 
+#include "stress_scale.hpp"
+
 namespace {
 
 using herald::mt_ends;
@@ -82,37 +84,11 @@ using list = herald::mt_list<node>;
 
 constexpr int held_token(int id) noexcept { return -1 - id; }
 
-double stress_scale() {
-  // Read on the main thread only, before any worker starts.
-  const char* text = std::getenv("HERALD_STRESS_SCALE");  // NOLINT(concurrency-mt-unsafe)
-  if (text == nullptr || *text == '\0') {
-    return 1.0;
-  }
-  char* end = nullptr;
-  const double value = std::strtod(text, &end);
-  if (end == text || !(value > 0.0)) {
-    ADD_FAILURE() << "HERALD_STRESS_SCALE must be a positive number, got '" << text << "'";
-    return 1.0;
-  }
-  return value;
-}
-
-// Work multiplier for the build: the base counts below are sized for sanitizer builds (each
-// operation 5 to 20 times slower); an optimised uninstrumented build does more in the same time.
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define HERALD_STRESS_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-#define HERALD_STRESS_SANITIZED 1
-#endif
-#endif
-#if defined(__OPTIMIZE__) && !defined(HERALD_STRESS_SANITIZED)
-constexpr std::size_t build_boost = 16;  // operations
-constexpr std::size_t round_boost = 3;   // race rounds (each costs thread wake-ups, not boosted)
-#else
-constexpr std::size_t build_boost = 1;
-constexpr std::size_t round_boost = 1;
-#endif
+// Work multiplier for the build (see stress_scale.hpp).
+constexpr std::size_t build_boost = herald::test::optimised_build ? 16 : 1;  // operations
+// Race rounds cost thread wake-ups rather than operations: boosted less.
+constexpr std::size_t round_boost = herald::test::optimised_build ? 3 : 1;
+using herald::test::stress_scale;
 
 std::size_t scaled(std::size_t base) {
   const double n = static_cast<double>(base) * stress_scale();

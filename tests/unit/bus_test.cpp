@@ -142,6 +142,13 @@ struct tpeer_event {
 };
 using tpeer = tpeer_event::subtype;
 
+// Families are declared on first use. CTest runs each test in its own process, so declare them
+// before any test runs: names must resolve, and the allocation tests must not count (or fail)
+// the registry's one-time allocations.
+[[maybe_unused]] const bool families_declared =
+    (static_cast<void>(herald::family_id_of<tbus_event>()),
+     static_cast<void>(herald::family_id_of<tpeer_event>()), true);
+
 event_type of(tbus s) { return type_of<tbus_event>(s); }
 event_type of(tbus a, tbus b) { return type_of<tbus_event>(a, b); }
 event_type whole_tbus() { return type_of<tbus_event>(); }
