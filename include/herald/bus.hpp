@@ -127,15 +127,21 @@ class subscription {
   /// Ordering: the subscription keeps its place in the subscription order.
   result<void> resubscribe(event_type type) noexcept;
 
-  /// The subscribed type (current). Requires a non-empty handle.
+  // Accessors. Thread safety: any thread. Handler context: allowed. Blocking: never.
+  // Allocation: none. Errors: none; calling one on an empty handle is misuse (aborts).
+
+  /// The subscribed type (the latest resubscribe's).
   [[nodiscard]] event_type type() const noexcept;
+  /// The id given at subscribe time (0: anonymous).
   [[nodiscard]] std::uint64_t id() const noexcept;
+  /// The name given at subscribe time (may be empty); valid while this handle exists.
   [[nodiscard]] std::string_view name() const noexcept;
   /// Where the subscription was made (file and line of the subscribe call).
   [[nodiscard]] const char* origin_file() const noexcept;
   [[nodiscard]] std::uint32_t origin_line() const noexcept;
-  /// Not ended. A racy snapshot when other threads may end it.
+  /// Not ended (false for an empty handle). A racy snapshot when other threads may end it.
   [[nodiscard]] bool is_active() const noexcept;
+  /// Paused (false for an empty handle). Racy in the same way.
   [[nodiscard]] bool is_paused() const noexcept;
   /// How many times the handler threw.
   [[nodiscard]] std::uint64_t exceptions() const noexcept;

@@ -46,7 +46,7 @@
 #include "herald/backoff.hpp"
 #include "herald/bus.hpp"
 
-#include "stress_scale.hpp"
+#include "stress_support.hpp"
 
 namespace {
 
@@ -79,7 +79,7 @@ event_type type_a() { return herald::type_of<tstress_event>(st::a); }
 
 // ---- Scale and waiting ----------------------------------------------------------------------
 
-// Work multiplier for the build (see stress_scale.hpp).
+// Work multiplier for the build (see stress_support.hpp).
 constexpr std::size_t build_boost = herald::test::optimised_build ? 8 : 1;
 using herald::test::stress_scale;
 
@@ -88,17 +88,7 @@ std::size_t scaled(std::size_t base) {
   return n < 1.0 ? std::size_t{1} : static_cast<std::size_t>(n);
 }
 
-// Waits for `done()` to turn true: spins briefly, then yields the CPU on every try.
-template <class Done>
-void spin_until(Done done) {
-  for (unsigned tries = 0; !done(); ++tries) {
-    if (tries < 64) {
-      herald::cpu_relax();
-    } else {
-      std::this_thread::yield();
-    }
-  }
-}
+using herald::test::spin_until;
 
 // Delays the calling racer by `units` short spins, so that over many rounds racers meet in
 // every order (a count of spins, never a time).

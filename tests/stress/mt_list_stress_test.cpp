@@ -49,7 +49,7 @@
 #include "herald/backoff.hpp"
 #include "herald/mt_list.hpp"
 
-#include "stress_scale.hpp"
+#include "stress_support.hpp"
 
 namespace {
 
@@ -84,7 +84,7 @@ using list = herald::mt_list<node>;
 
 constexpr int held_token(int id) noexcept { return -1 - id; }
 
-// Work multiplier for the build (see stress_scale.hpp).
+// Work multiplier for the build (see stress_support.hpp).
 constexpr std::size_t build_boost = herald::test::optimised_build ? 16 : 1;  // operations
 // Race rounds cost thread wake-ups rather than operations: boosted less.
 constexpr std::size_t round_boost = herald::test::optimised_build ? 3 : 1;
@@ -95,17 +95,7 @@ std::size_t scaled(std::size_t base) {
   return n < 1.0 ? std::size_t{1} : static_cast<std::size_t>(n);
 }
 
-// Waits for `done()` to turn true: spins briefly, then yields the CPU on every try.
-template <class Done>
-void spin_until(Done done) {
-  for (unsigned tries = 0; !done(); ++tries) {
-    if (tries < 64) {
-      herald::cpu_relax();
-    } else {
-      std::this_thread::yield();
-    }
-  }
-}
+using herald::test::spin_until;
 
 std::size_t pick(std::mt19937& rng, std::size_t n) { return static_cast<std::size_t>(rng() % n); }
 bool one_in(std::mt19937& rng, unsigned n) { return rng() % n == 0; }

@@ -80,17 +80,19 @@ inline event_type unpack_type(std::uint64_t v) noexcept {
 /// (dropped after the grace period that follows its end) and one per handle. The handler is
 /// destroyed when the membership reference is dropped: exactly once, after no publisher can
 /// reach it. The record itself is freed when the last reference goes.
-struct sub_core {
-  retire_node retire;                  // first member
-  std::atomic<std::uint32_t> refs{1};  // acq_rel decrements; the last one frees
+struct alignas(64) sub_core {
+  // Hot: what every publish reads, kept on one cache line.
   std::atomic<std::uint32_t> flags{0}; // sub_ended | sub_paused; written under the list mutex
+  invoke_fn invoke = nullptr;
+  void* handler = nullptr;             // the user's callable (owned)
+  // Cold: writers, handles, diagnostics.
+  retire_node retire;                  // reclaimed after a grace period (owner == this)
+  std::atomic<std::uint32_t> refs{1};  // acq_rel decrements; the last one frees
   std::atomic<std::uint64_t> type;     // pack_type(); written under the list mutex
   std::atomic<std::uint64_t> exceptions{0};
   std::uint64_t id = 0;                // 0: anonymous
   std::uint64_t seq = 0;               // subscription order within the list
   list_core* list = nullptr;           // holds a reference on the list core
-  void* handler = nullptr;             // the user's callable (owned)
-  invoke_fn invoke = nullptr;
   destroy_fn destroy = nullptr;
   sub_core* stale_next = nullptr;      // chain of ended-but-still-referenced subscriptions
   std::string name;                    // optional, for diagnostics

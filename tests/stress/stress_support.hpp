@@ -1,4 +1,4 @@
-// Shared by the stress tests: how much work to do. The base counts in the tests are sized for
+// Shared by the stress tests: how much work to do, and how to wait for another thread. The base counts in the tests are sized for
 // sanitizer builds (each operation 5 to 20 times slower); `optimised_build` lets an optimised
 // uninstrumented build do more in the same time, and HERALD_STRESS_SCALE scales everything
 // (e.g. 0.2 for a quick run, 10 for a soak).
@@ -8,6 +8,9 @@
 
 #include <cstddef>
 #include <cstdlib>
+#include <thread>
+
+#include "herald/backoff.hpp"
 
 namespace herald::test {
 
@@ -40,6 +43,19 @@ inline double stress_scale() {
     return 1.0;
   }
   return value;
+}
+
+/// Waits for `done()` to turn true: spins briefly, then yields the CPU on every try. Never
+/// sleeps and never looks at a clock.
+template <class Done>
+void spin_until(Done done) {
+  for (unsigned tries = 0; !done(); ++tries) {
+    if (tries < 64) {
+      herald::cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
 }
 
 }  // namespace herald::test
