@@ -204,8 +204,10 @@ class sync_event {
 namespace detail {
 struct bus_core;
 void report_handler_exception(sub_core& s, event_type type) noexcept;
-result<subscription> subscribe_core(list_core& l, event_type type, void* handler, invoke_fn invoke,
-                                    destroy_fn destroy, const subscribe_options& opt,
+// Takes ownership of `s` (its handler, invoke and destroy set): subscribes it, or destroys the
+// handler and frees `s` on failure.
+result<subscription> subscribe_core(list_core& l, event_type type, sub_core* s,
+                                    const subscribe_options& opt,
                                     const std::source_location& where) noexcept;
 
 // The list state publishers read (the rest lives in src/core).
@@ -218,17 +220,31 @@ struct list_core {
 };
 
 template <family_declaration F, class H>
-void invoke_sync(sub_core& s, const raw_event& ev) {
+inline void call_sync(H& handler, sub_core& s, const raw_event& ev) {
   sync_event<F> e(ev, s);
   try {
-    (*static_cast<H*>(s.handler))(e);
+    handler(e);
   } catch (...) {
     report_handler_exception(s, ev.type);
   }
 }
 
+// A handler stored in s.inline_handler: its address is known without a load.
+template <family_declaration F, class H>
+void invoke_sync_inline(sub_core& s, const raw_event& ev) {
+  call_sync<F>(*std::launder(reinterpret_cast<H*>(s.inline_handler)), s, ev);
+}
+template <family_declaration F, class H>
+void invoke_sync_heap(sub_core& s, const raw_event& ev) {
+  call_sync<F>(*static_cast<H*>(s.handler), s, ev);
+}
+
 template <class H>
-void destroy_handler(void* h) noexcept {
+void destroy_inline_handler(void* h) noexcept {
+  static_cast<H*>(h)->~H();
+}
+template <class H>
+void destroy_heap_handler(void* h) noexcept {
   delete static_cast<H*>(h);
 }
 
@@ -315,14 +331,33 @@ class sub_list {
     if (type.family() != family_id_of<F>() || type.subtypes() == 0) {
       return unexpected(errc::family_mismatch);
     }
-    handler_t* h = nullptr;
-    try {
-      h = new handler_t(std::forward<H>(handler));
-    } catch (const std::bad_alloc&) {
+    detail::sub_core* s = detail::allocate_sub();
+    if (s == nullptr) {
       return unexpected(errc::no_memory);
     }
-    return detail::subscribe_core(*core_, type, h, &detail::invoke_sync<F, handler_t>,
-                                  &detail::destroy_handler<handler_t>, opt, where);
+    if constexpr (detail::handler_fits_inline<handler_t>) {
+      try {
+        s->handler = ::new (static_cast<void*>(s->inline_handler)) handler_t(std::forward<H>(handler));
+      } catch (...) {
+        detail::free_sub(s);
+        throw;
+      }
+      s->invoke = &detail::invoke_sync_inline<F, handler_t>;
+      s->destroy = &detail::destroy_inline_handler<handler_t>;
+    } else {
+      try {
+        s->handler = new handler_t(std::forward<H>(handler));
+      } catch (const std::bad_alloc&) {
+        detail::free_sub(s);
+        return unexpected(errc::no_memory);
+      } catch (...) {
+        detail::free_sub(s);
+        throw;
+      }
+      s->invoke = &detail::invoke_sync_heap<F, handler_t>;
+      s->destroy = &detail::destroy_heap_handler<handler_t>;
+    }
+    return detail::subscribe_core(*core_, type, s, opt, where);
   }
 
   /// Publishes one event of family F and subtype `sub` to this list: every active sync

@@ -365,33 +365,29 @@ void report_handler_exception(sub_core& s, event_type type) noexcept {
   }
 }
 
-result<subscription> subscribe_core(list_core& l, event_type type, void* handler,
-                                    invoke_fn invoke, destroy_fn destroy,
+sub_core* allocate_sub() noexcept { return new (std::nothrow) sub_core; }
+
+void free_sub(sub_core* s) noexcept { delete s; }
+
+result<subscription> subscribe_core(list_core& l, event_type type, sub_core* s,
                                     const subscribe_options& opt,
                                     const std::source_location& where) noexcept {
   auto fail = [&](errc e) -> result<subscription> {
-    destroy(handler);
+    s->destroy(s->handler);
+    delete s;
     return unexpected(e);
   };
   if (!subset_of_family(type)) {
     return fail(errc::family_mismatch);
   }
-  sub_core* s = new (std::nothrow) sub_core;
-  if (s == nullptr) {
-    return fail(errc::no_memory);
-  }
   try {
     s->name.assign(opt.name);
   } catch (const std::bad_alloc&) {
-    delete s;
     return fail(errc::no_memory);
   }
   s->type.store(pack_type(type), std::memory_order_relaxed);
   s->id = opt.id;
   s->list = &l;
-  s->handler = handler;
-  s->invoke = invoke;
-  s->destroy = destroy;
   s->file = where.file_name();
   s->line = where.line();
   s->retire.reclaim = &reclaim_sub;
@@ -401,15 +397,11 @@ result<subscription> subscribe_core(list_core& l, event_type type, void* handler
   list_state& st = state_of(l);
   {
     std::lock_guard lock(st.mutex);
-    auto undo = [&](errc e) -> result<subscription> {
-      delete s;
-      return fail(e);
-    };
     if (l.destroyed.load(std::memory_order_relaxed)) {
-      return undo(errc::list_destroyed);
+      return fail(errc::list_destroyed);
     }
     if (opt.id != 0 && st.by_id.contains(opt.id)) {
-      return undo(errc::duplicate_id);
+      return fail(errc::duplicate_id);
     }
     try {
       st.members.push_back(s);
@@ -420,7 +412,7 @@ result<subscription> subscribe_core(list_core& l, event_type type, void* handler
       if (!st.members.empty() && st.members.back() == s) {
         st.members.pop_back();
       }
-      return undo(errc::no_memory);
+      return fail(errc::no_memory);
     }
     s->seq = st.next_seq++;
     if (!rebuild(l, st, type.family())) {
@@ -428,7 +420,7 @@ result<subscription> subscribe_core(list_core& l, event_type type, void* handler
       if (opt.id != 0) {
         st.by_id.erase(opt.id);
       }
-      return undo(errc::no_memory);
+      return fail(errc::no_memory);
     }
     l.refs.fetch_add(1, std::memory_order_relaxed);  // the subscription's reference
   }

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <source_location>
 #include <string>
+#include <type_traits>
 
 #include "herald/detail/quiescence.hpp"
 #include "herald/event_type.hpp"
@@ -84,7 +85,11 @@ struct alignas(64) sub_core {
   // Hot: what every publish reads, kept on one cache line.
   std::atomic<std::uint32_t> flags{0}; // sub_ended | sub_paused; written under the list mutex
   invoke_fn invoke = nullptr;
-  void* handler = nullptr;             // the user's callable (owned)
+  void* handler = nullptr;             // the user's callable (owned): inline_handler or heap
+  // Small handlers (most lambdas) live here, on the same cache line, and their invoke function
+  // uses this address directly: no pointer to chase and no allocation of their own.
+  static constexpr std::size_t inline_size = 40;
+  alignas(8) unsigned char inline_handler[inline_size];
   // Cold: writers, handles, diagnostics.
   retire_node retire;                  // reclaimed after a grace period (owner == this)
   std::atomic<std::uint32_t> refs{1};  // acq_rel decrements; the last one frees
@@ -99,6 +104,17 @@ struct alignas(64) sub_core {
   const char* file = "";               // origin
   std::uint32_t line = 0;
 };
+
+/// Whether a handler of type H is stored inside its sub_core.
+template <class H>
+inline constexpr bool handler_fits_inline = sizeof(H) <= sub_core::inline_size &&
+                                            alignof(H) <= 8 &&
+                                            std::is_nothrow_destructible_v<H>;
+
+/// Allocates a blank sub_core (nullptr when out of memory) / frees one that was never
+/// subscribed. Thread safety: any thread. Allocation: one object.
+sub_core* allocate_sub() noexcept;
+void free_sub(sub_core* s) noexcept;
 
 /// True if `s` may be called now (not ended, not paused).
 /// Memory ordering: acquire; pairs with the release store of the flags by the writer.
