@@ -248,12 +248,14 @@ void destroy_heap_handler(void* h) noexcept {
   delete static_cast<H*>(h);
 }
 
-// The publish fast path: `bit` is the index of the published subtype in ev.type.
-inline result<std::size_t> publish_raw(const list_core& l, const raw_event& ev,
-                                       unsigned bit) noexcept {
+// The publish fast path. `bit` is the index of the published subtype in `type`. The lookup
+// keys are read into registers before the read section begins and the event is built after
+// the lookup: the read section's compiler barrier would otherwise force them through memory.
+inline result<std::size_t> publish_raw(const list_core& l, event_type type, unsigned bit,
+                                       const void* safe, void* unsafe) noexcept {
+  const family_id f = type.family();
   read_guard guard;
   const directory* d = l.dir.load(std::memory_order_acquire);
-  const family_id f = ev.type.family();
   if (f >= d->families) [[unlikely]] {
     if (d == &destroyed_directory) {
       return unexpected(errc::list_destroyed);
@@ -268,6 +270,7 @@ inline result<std::size_t> publish_raw(const list_core& l, const raw_event& ev,
   if (arr == nullptr) {
     return std::size_t{0};
   }
+  const raw_event ev{type, safe, unsafe};
   std::size_t called = 0;
   sub_core* const* items = arr->items();
   for (std::uint32_t i = 0, n = arr->size; i < n; ++i) {
@@ -396,7 +399,7 @@ class sub_list {
  private:
   result<std::size_t> publish_erased(event_type type, unsigned bit, const void* safe,
                                      void* unsafe) const noexcept {
-    return detail::publish_raw(*core_, detail::raw_event{type, safe, unsafe}, bit);
+    return detail::publish_raw(*core_, type, bit, safe, unsafe);
   }
 
   detail::list_core* core_;
