@@ -158,13 +158,18 @@ class subscription {
 class subscription_self {
  public:
   explicit subscription_self(detail::sub_core& core) noexcept : core_(&core) {}
-  /// The subscribed type.
+  /// The subscribed type. Blocking: never. Allocation: none.
   [[nodiscard]] event_type type() const noexcept;
-  /// Ends this subscription: no further event is delivered to it; never waits.
+  /// Ends this subscription: no later event is delivered to it. Blocking: the list mutex,
+  /// briefly; never waits for publishes. Allocation: none. Ownership: the handler (the object
+  /// running now) is destroyed after this call and every other running call of it returned.
+  /// Errors: none; idempotent.
   void unsubscribe() noexcept;
-  /// Changes the subtypes within the family. Errors as subscription::resubscribe.
+  /// Changes the subtypes within the family. Blocking: the list mutex, briefly. Allocation: a
+  /// new snapshot of the family. Errors: family_mismatch, not_found (ended), no_memory.
+  /// Ordering: applies to publishes that start after it returns.
   result<void> resubscribe(event_type type) noexcept;
-  /// A counted handle to this subscription, to keep after the call.
+  /// A counted handle to this subscription, to keep after the call. Allocation: none.
   [[nodiscard]] subscription take() const noexcept;
 
  private:
@@ -179,6 +184,10 @@ class sync_event {
   sync_event(const detail::raw_event& ev, detail::sub_core& core) noexcept
       : ev_(ev), self_(core) {}
 
+  // Accessors. Thread safety: only inside the handler call that received the event.
+  // Blocking: never. Allocation: none. Ownership: every reference is borrowed for the call.
+
+  /// The published type (one subtype).
   [[nodiscard]] event_type type() const noexcept { return ev_.type; }
   /// The published subtype.
   [[nodiscard]] typename F::subtype subtype() const noexcept {
@@ -299,6 +308,7 @@ class sub_list {
   sub_list(const sub_list&) = delete;
   sub_list& operator=(const sub_list&) = delete;
   /// destroy(), then releases the list state (kept alive while handles need it).
+  /// Thread safety: not concurrent with other uses of this object. Blocking: as destroy().
   ~sub_list();
 
   /// Ends every subscription of the list and refuses new ones (errc::list_destroyed).
@@ -393,7 +403,8 @@ class sub_list {
   result<void> lookup_resubscribe(std::uint64_t id, event_type type) noexcept;
   result<subscription> lookup_take(std::uint64_t id) noexcept;
 
-  /// Number of subscriptions not ended (a racy snapshot).
+  /// Number of subscriptions not ended: a racy snapshot. Thread safety: any thread. Handler
+  /// context: allowed. Blocking: the list mutex, briefly. Allocation: none.
   [[nodiscard]] std::size_t size_approx() const noexcept;
 
  private:
@@ -418,14 +429,16 @@ class bus {
   bus& operator=(const bus&) = delete;
   ~bus();
 
-  /// The bus's own list (HAProxy's global list, used when no list is given).
+  /// The bus's own list (HAProxy's global list). Thread safety: any thread. Allocation: none.
+  /// Ownership: owned by the bus; valid until the bus is destroyed.
   [[nodiscard]] sub_list& global() noexcept { return *global_; }
 
   /// Replaces the error hook (empty: none). Thread safety: any thread; a publish already
   /// reporting may still call the previous hook. Handler context: allowed. Allocation: yes.
   void set_error_hook(error_hook hook);
 
-  /// Handler exceptions caught on lists of this bus, in total.
+  /// Handler exceptions caught on lists of this bus, in total. Thread safety: any thread.
+  /// Memory ordering: relaxed (a counter, not a synchronisation point).
   [[nodiscard]] std::uint64_t handler_exceptions() const noexcept;
 
   /// Frees what ended subscriptions and replaced snapshots left behind, after waiting for

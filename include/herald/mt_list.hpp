@@ -331,6 +331,14 @@ class mt_cursor {
  private:
   bool exposed() const noexcept { return PresentUnlocked && !deleted_ && cur_ != head_; }
 
+  // Releases the link between prev_ and the kept current element (none at the first step).
+  void relink_behind() noexcept {
+    if (prev_ != nullptr) {
+      mt_link::put(cur_->prev_, prev_);
+      mt_link::put(prev_->next_, cur_);
+    }
+  }
+
   // Precondition: cur_'s own pointers are busy, or cur_ is the head (first step), or cur_ was
   // erased.
   void step_to_next() noexcept {
@@ -343,10 +351,7 @@ class mt_cursor {
     // link, so nobody can remove `el` under it.
     next_ = mt_link::lock_next_link(*el);
     if (!deleted_) {
-      if (prev_ != nullptr) {
-        mt_link::put(cur_->prev_, prev_);
-        mt_link::put(prev_->next_, cur_);
-      }
+      relink_behind();
       prev_ = cur_;
     }
     cur_ = el;
@@ -361,10 +366,7 @@ class mt_cursor {
   void release_all() noexcept {
     finished_ = true;
     if (!deleted_) {
-      if (prev_ != nullptr) {
-        mt_link::put(cur_->prev_, prev_);
-        mt_link::put(prev_->next_, cur_);
-      }
+      relink_behind();
       mt_link::put(cur_->next_, next_);
       if (next_ != cur_) {
         mt_link::put(next_->prev_, cur_);
@@ -670,8 +672,7 @@ inline bool mt_link::remove(mt_link& el) noexcept {
   const mt_ends ends = lock_full(el);
   const bool was_listed = ends.prev != &el;
   if (was_listed) {
-    put(ends.next->prev_, ends.prev);
-    put(ends.prev->next_, ends.next);
+    unlock_link(ends);
   }
   unlock_self(el);
   return was_listed;

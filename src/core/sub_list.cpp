@@ -304,18 +304,23 @@ result<void> resubscribe_core(sub_core* s, event_type type) noexcept {
   return {};
 }
 
-result<void> set_paused(sub_core* s, bool paused) noexcept {
-  list_state& st = state_of(*s->list);
-  std::lock_guard lock(st.mutex);
+// Pauses or resumes `s` (mutex held). not_found if it has ended.
+result<void> set_paused_locked(sub_core* s, bool paused) noexcept {
   if ((s->flags.load(std::memory_order_relaxed) & sub_ended) != 0) {
     return unexpected(errc::not_found);
   }
+  // release: pairs with sub_callable's acquire load in publishers.
   if (paused) {
     s->flags.fetch_or(sub_paused, std::memory_order_release);
   } else {
     s->flags.fetch_and(~sub_paused, std::memory_order_release);
   }
   return {};
+}
+
+result<void> set_paused(sub_core* s, bool paused) noexcept {
+  std::lock_guard lock(state_of(*s->list).mutex);
+  return set_paused_locked(s, paused);
 }
 
 void unsubscribe_core(sub_core* s) noexcept {
@@ -603,17 +608,13 @@ result<void> sub_list::lookup_unsubscribe(std::uint64_t id) noexcept {
 }
 
 result<void> sub_list::lookup_pause(std::uint64_t id) noexcept {
-  return with_id(*core_, id, [](detail::sub_core* s) -> result<void> {
-    s->flags.fetch_or(detail::sub_paused, std::memory_order_release);
-    return {};
-  });
+  return with_id(*core_, id,
+                 [](detail::sub_core* s) { return detail::set_paused_locked(s, true); });
 }
 
 result<void> sub_list::lookup_resume(std::uint64_t id) noexcept {
-  return with_id(*core_, id, [](detail::sub_core* s) -> result<void> {
-    s->flags.fetch_and(~detail::sub_paused, std::memory_order_release);
-    return {};
-  });
+  return with_id(*core_, id,
+                 [](detail::sub_core* s) { return detail::set_paused_locked(s, false); });
 }
 
 result<void> sub_list::lookup_resubscribe(std::uint64_t id, event_type type) noexcept {
