@@ -206,7 +206,7 @@ class sync_event {
   [[nodiscard]] subscription_self& self() noexcept { return self_; }
 
  private:
-  const detail::raw_event& ev_;
+  detail::raw_event ev_;
   subscription_self self_;
 };
 
@@ -229,23 +229,24 @@ struct list_core {
 };
 
 template <family_declaration F, class H>
-inline void call_sync(H& handler, sub_core& s, const raw_event& ev) {
-  sync_event<F> e(ev, s);
+inline void call_sync(H& handler, sub_core& s, event_type type, const void* safe,
+                      void* unsafe) {
+  sync_event<F> e(raw_event{type, safe, unsafe}, s);
   try {
     handler(e);
   } catch (...) {
-    report_handler_exception(s, ev.type);
+    report_handler_exception(s, type);
   }
 }
 
 // A handler stored in s.inline_handler: its address is known without a load.
 template <family_declaration F, class H>
-void invoke_sync_inline(sub_core& s, const raw_event& ev) {
-  call_sync<F>(*std::launder(reinterpret_cast<H*>(s.inline_handler)), s, ev);
+void invoke_sync_inline(sub_core& s, event_type type, const void* safe, void* unsafe) {
+  call_sync<F>(*std::launder(reinterpret_cast<H*>(s.inline_handler)), s, type, safe, unsafe);
 }
 template <family_declaration F, class H>
-void invoke_sync_heap(sub_core& s, const raw_event& ev) {
-  call_sync<F>(*static_cast<H*>(s.handler), s, ev);
+void invoke_sync_heap(sub_core& s, event_type type, const void* safe, void* unsafe) {
+  call_sync<F>(*static_cast<H*>(s.handler), s, type, safe, unsafe);
 }
 
 template <class H>
@@ -257,38 +258,50 @@ void destroy_heap_handler(void* h) noexcept {
   delete static_cast<H*>(h);
 }
 
-// The publish fast path. `bit` is the index of the published subtype in `type`. The lookup
-// keys are read into registers before the read section begins and the event is built after
-// the lookup: the read section's compiler barrier would otherwise force them through memory.
-inline result<std::size_t> publish_raw(const list_core& l, event_type type, unsigned bit,
-                                       const void* safe, void* unsafe) noexcept {
-  const family_id f = type.family();
-  read_guard guard;
-  const directory* d = l.dir.load(std::memory_order_acquire);
-  if (f >= d->families) [[unlikely]] {
-    if (d == &destroyed_directory) {
-      return unexpected(errc::list_destroyed);
-    }
-    return std::size_t{0};
-  }
-  const family_slot* slot = d->slots()[f];
-  if (slot == nullptr) {
-    return std::size_t{0};
-  }
-  const sub_array* arr = slot->by_bit[bit];
-  if (arr == nullptr) {
-    return std::size_t{0};
-  }
-  const raw_event ev{type, safe, unsafe};
+// Calls the subscriptions of `d` that match (family f, subtype bit `bit`); inside a read
+// section. Returns how many ran.
+inline std::size_t call_matching(const directory* d, event_type type, unsigned bit,
+                                 const void* safe, void* unsafe) noexcept {
+  // Never null: a family or subtype nobody subscribes to has a sentinel of size 0.
+  const sub_array* arr = d->slots()[type.family()]->by_bit[bit];
   std::size_t called = 0;
   sub_core* const* items = arr->items();
   for (std::uint32_t i = 0, n = arr->size; i < n; ++i) {
     sub_core& s = *items[i];
     if (sub_callable(s)) [[likely]] {
-      s.invoke(s, ev);
+      s.invoke(s, type, safe, unsafe);
       ++called;
     }
   }
+  return called;
+}
+
+// Publishes from a nested read section (a handler that publishes) or from a thread's first
+// publish (which registers the thread). Out of line: it keeps the fast path short.
+result<std::size_t> publish_nested(const list_core& l, event_type type, unsigned bit,
+                                   const void* safe, void* unsafe) noexcept;
+
+// The publish fast path: a registered thread outside any read section. `bit` is the index of
+// the published subtype in `type`. The event travels in registers, and the read section's
+// entry and exit store values that do not depend on the record's previous contents, so
+// back-to-back publishes do not chain through memory.
+inline result<std::size_t> publish_raw(const list_core& l, event_type type, unsigned bit,
+                                       const void* safe, void* unsafe) noexcept {
+  reader_record* r = outermost_record();
+  if (r == nullptr) [[unlikely]] {
+    return publish_nested(l, type, bit, safe, unsafe);
+  }
+  enter_section(*r);
+  const directory* d = l.dir.load(std::memory_order_acquire);
+  if (type.family() >= d->families) [[unlikely]] {
+    leave_section(*r);
+    if (d == &destroyed_directory) {
+      return unexpected(errc::list_destroyed);
+    }
+    return std::size_t{0};
+  }
+  const std::size_t called = call_matching(d, type, bit, safe, unsafe);
+  leave_section(*r);
   return called;
 }
 }  // namespace detail

@@ -136,10 +136,13 @@ class event_type {
  private:
   subtype_mask subtypes_ = 0;
   family_id family_ = 0;
+  // Explicit padding, always 0: with no undefined bytes the whole value is built in one
+  // register (the compiler otherwise merges the fields into whatever the stack held).
+  std::uint16_t zero_ = 0;
 };
 
 static_assert(std::is_trivially_copyable_v<event_type>);
-static_assert(sizeof(event_type) <= 8);
+static_assert(sizeof(event_type) == 8 && std::has_unique_object_representations_v<event_type>);
 
 /// The union of the subtypes of `a` and `b`.
 /// Thread safety: any thread. Handler context: yes. Blocking: no. Allocation: none.

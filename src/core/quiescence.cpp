@@ -16,7 +16,7 @@
 namespace herald::detail {
 
 constinit thread_local reader_tls tls_reader;
-std::atomic<bool> asymmetric_fences{false};
+phase_word grace_phase;
 
 namespace {
 
@@ -36,7 +36,6 @@ bool init_fences() noexcept {
   if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0) {
     return false;
   }
-  asymmetric_fences.store(true, std::memory_order_relaxed);
   return true;
 #endif
 }
@@ -72,7 +71,7 @@ void heavy_barrier() noexcept {
 struct record_releaser {
   ~record_releaser() {
     if (tls_reader.record != nullptr) {
-      // Even counter: not inside a section (a thread cannot exit inside one).
+      // The record holds 0: a thread cannot exit inside a section.
       tls_reader.record->in_use.store(false, std::memory_order_release);
       tls_reader.record = nullptr;
     }
@@ -116,25 +115,39 @@ reader_record* register_reader() noexcept {
     } while (!records_head.compare_exchange_weak(head, r, std::memory_order_release,
                                                  std::memory_order_relaxed));
   }
+  r->asymmetric = fences_ready();
   tls_reader.record = r;
   return r;
 }
+
+namespace {
+// Starts a grace period (grace_mutex held): advances the phase, then orders every thread.
+// Returns the new phase. A record holding 0 or the new phase is quiescent for this period: its
+// thread is outside a section, or entered one after the increment and so cannot reach anything
+// unlinked before it.
+std::uint64_t begin_grace_period() noexcept {
+  const std::uint64_t phase = grace_phase.value.fetch_add(1, std::memory_order_seq_cst) + 1;
+  heavy_barrier();
+  return phase;
+}
+
+bool quiescent(std::uint64_t seen, std::uint64_t phase) noexcept {
+  return seen == 0 || seen == phase;
+}
+}  // namespace
 
 void synchronize() noexcept {
   HERALD_ASSERT(!in_read_section(),
                 "a grace period was requested from inside a publish (it would wait for itself)");
   (void)fences_ready();
   std::lock_guard lock(grace_mutex);
-  heavy_barrier();
+  const std::uint64_t phase = begin_grace_period();
   for (reader_record* r = records_head.load(std::memory_order_acquire); r != nullptr;
        r = r->next_record) {
     // acquire: pairs with the release store of ~read_guard.
-    const std::uint64_t seen = r->counter.load(std::memory_order_acquire);
-    if ((seen & 1) == 0) {
-      continue;
-    }
     // Publishers are short: spin a little, then give the CPU to the thread we wait for.
-    for (unsigned spins = 0; r->counter.load(std::memory_order_acquire) == seen; ++spins) {
+    for (unsigned spins = 0; !quiescent(r->counter.load(std::memory_order_acquire), phase);
+         ++spins) {
       if (spins < 64) {
         cpu_relax();
       } else {
@@ -205,12 +218,12 @@ bool try_collect() noexcept {
   {
     (void)fences_ready();
     std::lock_guard lock(grace_mutex);
-    // Everything in `batch` was unlinked before this barrier. A reader that may still hold
-    // one of those pointers entered its section before the barrier and shows an odd counter.
-    heavy_barrier();
+    // Everything in `batch` was unlinked before the phase advanced. A reader that may still
+    // hold one of those pointers entered its section before that and shows an older phase.
+    const std::uint64_t phase = begin_grace_period();
     for (reader_record* r = records_head.load(std::memory_order_acquire); r != nullptr;
          r = r->next_record) {
-      if ((r->counter.load(std::memory_order_acquire) & 1) != 0) {
+      if (!quiescent(r->counter.load(std::memory_order_acquire), phase)) {
         quiet = false;
         break;
       }

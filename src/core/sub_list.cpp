@@ -22,6 +22,21 @@ namespace herald {
 namespace detail {
 
 constinit directory destroyed_directory{};
+constinit const sub_array empty_array{};
+constinit const family_slot empty_slot{};
+
+result<std::size_t> publish_nested(const list_core& l, event_type type, unsigned bit,
+                                   const void* safe, void* unsafe) noexcept {
+  read_guard guard;
+  const directory* d = l.dir.load(std::memory_order_acquire);
+  if (type.family() >= d->families) {
+    if (d == &destroyed_directory) {
+      return unexpected(errc::list_destroyed);
+    }
+    return std::size_t{0};
+  }
+  return call_matching(d, type, bit, safe, unsafe);
+}
 
 struct bus_core {
   std::atomic<std::uint32_t> refs{1};
@@ -96,13 +111,14 @@ Piece* allocate_piece(std::size_t trailing_pointers) noexcept {
 
 void free_piece(retire_node& n) noexcept { n.reclaim(&n); }
 
+// Retires a slot and its arrays, leaving the sentinels alone.
 void retire_slot(const family_slot* slot) noexcept {
-  if (slot == nullptr) {
+  if (slot == &empty_slot) {
     return;
   }
   auto* s = const_cast<family_slot*>(slot);
   for (const sub_array* a : s->by_bit) {
-    if (a != nullptr) {
+    if (a != &empty_array) {
       retire(const_cast<sub_array*>(a)->retire);
     }
   }
@@ -111,7 +127,7 @@ void retire_slot(const family_slot* slot) noexcept {
 
 void free_slot(family_slot* slot) noexcept {
   for (const sub_array* a : slot->by_bit) {
-    if (a != nullptr) {
+    if (a != &empty_array) {
       free_piece(const_cast<sub_array*>(a)->retire);
     }
   }
@@ -128,7 +144,7 @@ void reclaim_sub(retire_node* n) noexcept {
   sub_release(s);
 }
 
-// Builds the slot of family `f` from the current members. *out is nullptr when nobody
+// Builds the slot of family `f` from the current members. *out is &empty_slot when nobody
 // subscribes to f. Returns false (and allocates nothing) when out of memory.
 bool build_slot(const list_state& st, family_id f, family_slot** out) noexcept {
   std::uint32_t counts[max_subtypes] = {};
@@ -143,7 +159,7 @@ bool build_slot(const list_state& st, family_id f, family_slot** out) noexcept {
       ++counts[std::countr_zero(m)];
     }
   }
-  *out = nullptr;
+  *out = const_cast<family_slot*>(&empty_slot);
   if (!any) {
     return true;
   }
@@ -179,7 +195,7 @@ bool build_slot(const list_state& st, family_id f, family_slot** out) noexcept {
 
 // Rebuilds family f's part of the snapshot and publishes it. Call with the mutex held.
 bool rebuild(list_core& l, list_state& st, family_id f) noexcept {
-  family_slot* slot = nullptr;
+  family_slot* slot = const_cast<family_slot*>(&empty_slot);
   if (!build_slot(st, f, &slot)) {
     return false;
   }
@@ -187,16 +203,16 @@ bool rebuild(list_core& l, list_state& st, family_id f) noexcept {
   const std::uint32_t families = std::max<std::uint32_t>(old->families, f + 1u);
   directory* dir = allocate_piece<directory>(families);
   if (dir == nullptr) {
-    if (slot != nullptr) {
+    if (slot != &empty_slot) {
       free_slot(slot);
     }
     return false;
   }
   dir->families = families;
   for (std::uint32_t i = 0; i < families; ++i) {
-    dir->slots()[i] = i < old->families ? old->slots()[i] : nullptr;
+    dir->slots()[i] = i < old->families ? old->slots()[i] : &empty_slot;
   }
-  const family_slot* old_slot = f < old->families ? old->slots()[f] : nullptr;
+  const family_slot* old_slot = f < old->families ? old->slots()[f] : &empty_slot;
   dir->slots()[f] = slot;
   // release: publishes the new pieces; pairs with publish_raw's acquire load.
   l.dir.store(dir, std::memory_order_release);
@@ -579,7 +595,7 @@ bool sub_list::has_subscribers(event_type type) const noexcept {
     return false;
   }
   const detail::family_slot* slot = d->slots()[type.family()];
-  return slot != nullptr && (slot->subscribed & type.subtypes()) != 0;
+  return (slot->subscribed & type.subtypes()) != 0;
 }
 
 namespace {

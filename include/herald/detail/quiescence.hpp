@@ -5,24 +5,30 @@
 //   touching a shared counter. Writers (subscribe, unsubscribe, destroy) replace a snapshot and
 //   must know when no publisher can still be reading the old one, or still be calling a handler
 //   that was just unsubscribed. This file is the reader's half: each thread owns one record
-//   whose counter is odd while the thread is inside a read section (a publish). A writer's
-//   grace period (src/core/quiescence.cpp) waits until every record that was odd has changed.
+//   that holds 0 outside a read section (a publish) and, inside one, the grace-period phase it
+//   read on entry. A writer's grace period (src/core/quiescence.cpp) advances the phase and
+//   waits until every record holds 0 or the new phase.
 //
 // Cost on the read side
-//   Entering and leaving the outermost section store to the thread's own cache line; a nested
-//   section (a handler that publishes) sees its counter already odd and does nothing. The store that enters
-//   must be ordered before the loads of the snapshot (store -> load). On Linux the writer runs
-//   membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), which orders every running thread, so the
-//   reader needs only a compiler barrier. Where membarrier is unavailable (old kernels, some
-//   sandboxes) and under ThreadSanitizer (which cannot see membarrier), the reader uses a
+//   Entering the outermost section loads the shared phase (a read-mostly line) and stores it
+//   in the thread's own record; leaving stores 0. Neither value is computed from the record's
+//   previous contents, so back-to-back publishes form no dependency chain through memory (an
+//   odd/even counter incremented on entry and exit did, and cost a publish ~1.5 ns). A nested
+//   section (a handler that publishes) sees its record non-zero and does nothing. The store that
+//   enters must be ordered before the loads of the snapshot (store -> load). On Linux the writer
+//   runs membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), which orders every running thread, so
+//   the reader needs only a compiler barrier. Where membarrier is unavailable (old kernels,
+//   some sandboxes) and under ThreadSanitizer (which cannot see membarrier), the reader uses a
 //   sequentially consistent exchange instead.
 //
 // Memory ordering
-//   enter: exchange(odd, seq_cst) or store(odd, relaxed) + signal fence; pairs with the
+//   phase: the reader's acquire load pairs with the writer's seq_cst increment, so a reader
+//          that saw the new phase also sees everything unlinked before it.
+//   enter: exchange(phase, seq_cst) or store(phase, relaxed) + signal fence; pairs with the
 //          writer's heavy barrier (membarrier or seq_cst fence) before it reads the records.
-//   leave: store(even, release); pairs with the writer's acquire load of the record, so
+//   leave: store(0, release); pairs with the writer's acquire load of the record, so
 //          everything the section read happens before the writer frees it.
-//   The counter is written only by its own thread, so its relaxed loads by that thread see
+//   The record is written only by its own thread, so its relaxed loads by that thread see
 //   its last store.
 #pragma once
 
@@ -42,7 +48,9 @@ struct retire_node {
 /// One thread's read-side record. Records are pooled and never freed (a thread that exits
 /// returns its record to the pool), so a writer may read any record at any time.
 struct alignas(64) reader_record {
-  std::atomic<std::uint64_t> counter{0};  // odd: inside a read section
+  std::atomic<std::uint64_t> counter{0};  // 0: outside; else the phase read on entry
+  // asymmetric_fences, copied here at registration: read on the line the entry touches anyway.
+  bool asymmetric = false;
   std::atomic<bool> in_use{false};
   reader_record* next_record = nullptr;   // registry chain, immutable once published
 };
@@ -55,9 +63,12 @@ struct reader_tls {
 // spill the publish arguments around a possible call).
 extern constinit thread_local reader_tls tls_reader;
 
-/// True when readers may rely on the writer's membarrier (set once, before any reader runs a
-/// section that depends on it; see quiescence.cpp).
-extern std::atomic<bool> asymmetric_fences;
+/// The grace-period phase: never 0, advanced by every grace period (seq_cst increments). On a
+/// cache line of its own: publishers on every thread read it.
+struct alignas(64) phase_word {
+  std::atomic<std::uint64_t> value{1};
+};
+extern phase_word grace_phase;
 
 /// Registers the calling thread's record (first read section of a thread). Cold path.
 reader_record* register_reader() noexcept;
@@ -65,12 +76,41 @@ reader_record* register_reader() noexcept;
 /// True if the calling thread is inside a read section (a publish, or a handler it runs).
 inline bool in_read_section() noexcept {
   const reader_record* r = tls_reader.record;
-  return r != nullptr && (r->counter.load(std::memory_order_relaxed) & 1) != 0;
+  return r != nullptr && r->counter.load(std::memory_order_relaxed) != 0;
+}
+
+/// The calling thread's record if it is registered and outside every read section (the
+/// common case of a publish), else nullptr.
+inline reader_record* outermost_record() noexcept {
+  reader_record* r = tls_reader.record;
+  return r != nullptr && r->counter.load(std::memory_order_relaxed) == 0 ? r : nullptr;
+}
+
+/// Enters the outermost read section on the calling thread's record `r`.
+inline void enter_section(reader_record& r) noexcept {
+  // acquire: pairs with the writer's seq_cst increment of the phase.
+  const std::uint64_t phase = grace_phase.value.load(std::memory_order_acquire);
+#if defined(__SANITIZE_THREAD__)
+  r.counter.exchange(phase, std::memory_order_seq_cst);
+#else
+  if (r.asymmetric) [[likely]] {
+    r.counter.store(phase, std::memory_order_relaxed);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+  } else {
+    r.counter.exchange(phase, std::memory_order_seq_cst);
+  }
+#endif
+}
+
+/// Leaves the outermost read section. Memory ordering: release; pairs with the writer's
+/// acquire load of the record.
+inline void leave_section(reader_record& r) noexcept {
+  r.counter.store(0, std::memory_order_release);
 }
 
 /// A read section (RAII, nestable): while one exists on a thread, nothing the thread can reach
 /// through a published snapshot is reclaimed. A nested section (a handler that publishes) sees
-/// its own odd counter and does nothing; the outermost one leaves with a single store.
+/// its own record set and does nothing; the outermost one leaves with a single store.
 /// Thread safety: the calling thread's own state only. Blocking: never. Allocation: only the
 /// first time a thread enters (its record).
 class read_guard {
@@ -80,34 +120,22 @@ class read_guard {
     if (r == nullptr) [[unlikely]] {
       r = register_reader();
     }
-    const std::uint64_t c = r->counter.load(std::memory_order_relaxed);
-    if ((c & 1) != 0) {
+    if (r->counter.load(std::memory_order_relaxed) != 0) {
       return;  // nested
     }
     record_ = r;
-    leave_value_ = c + 2;
-#if defined(__SANITIZE_THREAD__)
-    r->counter.exchange(c + 1, std::memory_order_seq_cst);
-#else
-    if (asymmetric_fences.load(std::memory_order_relaxed)) [[likely]] {
-      r->counter.store(c + 1, std::memory_order_relaxed);
-      std::atomic_signal_fence(std::memory_order_seq_cst);
-    } else {
-      r->counter.exchange(c + 1, std::memory_order_seq_cst);
-    }
-#endif
+    enter_section(*r);
   }
   read_guard(const read_guard&) = delete;
   read_guard& operator=(const read_guard&) = delete;
   ~read_guard() {
     if (record_ != nullptr) {
-      record_->counter.store(leave_value_, std::memory_order_release);
+      leave_section(*record_);
     }
   }
 
  private:
   reader_record* record_ = nullptr;
-  std::uint64_t leave_value_ = 0;
 };
 
 }  // namespace herald::detail

@@ -36,15 +36,28 @@ struct sub_array {
   sub_core** items() noexcept { return reinterpret_cast<sub_core**>(this + 1); }
 };
 
+/// The array of a subtype nobody subscribes to (size 0). Never retired.
+extern constinit const sub_array empty_array;
+
 struct family_slot {
   retire_node retire;
-  subtype_mask subscribed = 0;  // bits that have an array
-  const sub_array* by_bit[max_subtypes] = {};
+  subtype_mask subscribed = 0;  // bits that have a non-empty array
+  const sub_array* by_bit[max_subtypes];  // never nullptr: &empty_array when nobody subscribes
+
+  constexpr family_slot() noexcept {
+    for (const sub_array*& a : by_bit) {
+      a = &empty_array;
+    }
+  }
 };
+
+/// The slot of a family nobody subscribes to (every bit: empty_array). Never retired. The
+/// sentinels let a publish go directory -> slot -> array without a null test.
+extern constinit const family_slot empty_slot;
 
 struct directory {
   retire_node retire;
-  std::uint32_t families = 0;  // `families` slot pointers follow the header
+  std::uint32_t families = 0;  // `families` slot pointers (never nullptr) follow the header
   const family_slot* const* slots() const noexcept {
     return reinterpret_cast<const family_slot* const*>(this + 1);
   }
@@ -66,7 +79,9 @@ struct raw_event {
   void* unsafe;      // F::unsafe_part, or nullptr
 };
 
-using invoke_fn = void (*)(sub_core&, const raw_event&);
+/// Calls a sync handler. The event goes in registers (a raw_event, at 24 bytes, would be
+/// passed through memory).
+using invoke_fn = void (*)(sub_core&, event_type, const void* safe, void* unsafe);
 using destroy_fn = void (*)(void*) noexcept;
 
 /// Packs an event_type into one word so that it can be read atomically.
