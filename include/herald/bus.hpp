@@ -43,20 +43,24 @@
 #pragma once
 
 #include <bit>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <new>
+#include <optional>
 #include <source_location>
 #include <string_view>
 #include <type_traits>
 #include <utility>
 
+#include "herald/detail/deferred.hpp"
 #include "herald/detail/quiescence.hpp"
 #include "herald/detail/sub_core.hpp"
 #include "herald/error.hpp"
 #include "herald/event_type.hpp"
+#include "herald/scheduler.hpp"
 
 namespace herald {
 
@@ -70,9 +74,40 @@ class subscription;
 [[nodiscard]] std::uint64_t make_id(std::string_view scope, std::string_view name) noexcept;
 
 /// Options of subscribe_sync().
+/// What happens to the events still queued to an async or queue subscription when it ends.
+enum class pending_on_end : std::uint8_t {
+  deliver,  ///< delivered before END (the default)
+  discard,  ///< dropped (counted as discarded); END follows at once
+};
+
+/// Options of the subscribe functions.
 struct subscribe_options {
   std::uint64_t id = 0;        ///< 0: anonymous; else unique within the list (make_id)
   std::string_view name = {};  ///< for diagnostics (copied)
+  // Async and queue subscriptions only:
+  /// Async: events handled per run of the drain task before it yields its worker to other
+  /// tasks (and runs again at once, behind them). 1..10000; 0: the bus's default.
+  unsigned events_per_run = 0;
+  pending_on_end on_end = pending_on_end::deliver;
+  /// Async: where the handler runs. Empty: the bus's own workers (started on first use).
+  executor_ref executor = {};
+  /// Async: the placement of the drain task (thread, group or any) on its executor.
+  run_on where = run_on::any();
+};
+
+/// What bus shutdown does with the events still queued to async and queue subscriptions.
+enum class shutdown_mode : std::uint8_t {
+  drain,    ///< deliver them, then END (shutdown waits for the bus's workers to finish them)
+  discard,  ///< drop them (counted as discarded), then END
+};
+
+/// Options of a bus.
+struct bus_options {
+  unsigned threads = 0;  ///< the bus's workers (0: hardware concurrency); started on first use
+  unsigned groups = 1;   ///< thread groups among them
+  /// Default events handled per run of an async subscription (1..10000).
+  unsigned events_per_run = 100;
+  shutdown_mode on_shutdown = shutdown_mode::drain;
 };
 
 /// What the error hook receives when a handler throws.
@@ -210,8 +245,129 @@ class sync_event {
   subscription_self self_;
 };
 
+/// What an async handler receives: the published type, an immutable snapshot of the safe part
+/// (shared with every other async and queue subscriber of that publish), the publish time, the
+/// list's sequence number of the publish, and its own subscription. The unsafe part is not
+/// reachable (it was only valid during the publish).
+template <family_declaration F>
+class async_event {
+ public:
+  async_event(const detail::event_block& b, detail::sub_core& core) noexcept
+      : block_(b), self_(core) {}
+
+  // Accessors. Thread safety: only inside the handler call that received the event.
+  // Blocking: never. Allocation: none. Ownership: borrowed for the call.
+
+  [[nodiscard]] event_type type() const noexcept { return block_.type; }
+  [[nodiscard]] typename F::subtype subtype() const noexcept {
+    return static_cast<typename F::subtype>(std::countr_zero(block_.type.subtypes()));
+  }
+  [[nodiscard]] const typename F::safe_part& safe() const noexcept {
+    return *static_cast<const typename F::safe_part*>(block_.payload());
+  }
+  /// The publish's sequence number in its list (1, 2, ...; see docs/async.md on ordering).
+  [[nodiscard]] std::uint64_t sequence() const noexcept { return block_.sequence; }
+  /// When publish() was called (steady clock).
+  [[nodiscard]] std::chrono::steady_clock::time_point when() const noexcept {
+    return std::chrono::steady_clock::time_point(std::chrono::nanoseconds(block_.when_ns));
+  }
+  /// This handler's own subscription (unsubscribe, resubscribe, take a handle).
+  [[nodiscard]] subscription_self& self() noexcept { return self_; }
+
+ private:
+  const detail::event_block& block_;
+  subscription_self self_;
+};
+
+/// One item popped from an event_queue: an event (with the same accessors as async_event), or
+/// END, the last item of every queue subscription. Move-only; holds a reference on the shared
+/// snapshot until destroyed. Thread safety: one thread at a time.
+template <family_declaration F>
+class queued_event {
+ public:
+  explicit queued_event(detail::event_node* n) noexcept : node_(n) {}
+  queued_event(queued_event&& o) noexcept : node_(std::exchange(o.node_, nullptr)) {}
+  queued_event& operator=(queued_event&& o) noexcept {
+    std::swap(node_, o.node_);
+    return *this;
+  }
+  ~queued_event() {
+    if (node_ != nullptr && node_->block != nullptr) {
+      detail::release_block(node_->block);
+    }
+  }
+
+  /// True for END: the subscription ended; nothing follows. The accessors below are misuse on
+  /// END (they abort).
+  [[nodiscard]] bool is_end() const noexcept { return node_->block == nullptr; }
+  [[nodiscard]] event_type type() const noexcept { return block().type; }
+  [[nodiscard]] typename F::subtype subtype() const noexcept {
+    return static_cast<typename F::subtype>(std::countr_zero(block().type.subtypes()));
+  }
+  [[nodiscard]] const typename F::safe_part& safe() const noexcept {
+    return *static_cast<const typename F::safe_part*>(block().payload());
+  }
+  [[nodiscard]] std::uint64_t sequence() const noexcept { return block().sequence; }
+  [[nodiscard]] std::chrono::steady_clock::time_point when() const noexcept {
+    return std::chrono::steady_clock::time_point(std::chrono::nanoseconds(block().when_ns));
+  }
+
+ private:
+  const detail::event_block& block() const noexcept {
+    HERALD_ASSERT(node_->block != nullptr, "event accessor called on the END item");
+    return *node_->block;
+  }
+  detail::event_node* node_;
+};
+
+/// How a queue subscription tells its consumer that items wait. Notifications are
+/// edge-triggered: one per transition from "consumer found the queue empty" to "not empty", so
+/// a consumer pops until pop() returns nothing before it waits again.
+class queue_notify {
+ public:
+  /// No notification: the consumer polls.
+  [[nodiscard]] static queue_notify none() noexcept { return queue_notify(detail::notify_kind::none); }
+  /// Wakes `t` (a herald tasklet). herald keeps a reference to it until the subscription's
+  /// END has been notified, so the consumer may drop its own handles when it pops END.
+  [[nodiscard]] static queue_notify wake(tasklet t) noexcept {
+    queue_notify n(detail::notify_kind::tasklet);
+    n.tasklet_ = std::move(t);
+    return n;
+  }
+  /// Signals an eventfd, event_queue::fd(), for poll/epoll/libuv loops: it is readable when
+  /// items wait.
+  [[nodiscard]] static queue_notify fd() noexcept { return queue_notify(detail::notify_kind::fd); }
+  /// Calls `fn` in the publishing thread, inside the publish (keep it short; it must not
+  /// throw or block; what it throws is dropped).
+  [[nodiscard]] static queue_notify call(std::function<void()> fn) noexcept {
+    queue_notify n(detail::notify_kind::callback);
+    n.callback_ = std::move(fn);
+    return n;
+  }
+
+ private:
+  friend class sub_list;
+  explicit queue_notify(detail::notify_kind k) noexcept : kind_(k) {}
+  detail::notify_kind kind_;
+  tasklet tasklet_;
+  std::function<void()> callback_;
+};
+
+template <family_declaration F>
+class event_queue;
+
 namespace detail {
 struct bus_core;
+// Ends a queue subscription and drops the consumer's reference (event_queue's destructor).
+void release_queue(sub_core* s) noexcept;
+// Sets up s->deferred for an async subscription (false: out of memory).
+bool attach_async(list_core& l, sub_core* s, const subscribe_options& opt,
+                  void (*deliver)(sub_core&, const event_block&)) noexcept;
+// Sets up s->deferred for a queue subscription (false: out of memory, or no eventfd).
+bool attach_queue(list_core& l, sub_core* s, const subscribe_options& opt, notify_kind how,
+                  tasklet&& t, std::function<void()>&& fn) noexcept;
+int queue_fd(const sub_core& s) noexcept;
+std::size_t queue_size_approx(const sub_core& s) noexcept;
 void report_handler_exception(sub_core& s, event_type type) noexcept;
 // Takes ownership of `s` (its handler, invoke and destroy set): subscribes it, or destroys the
 // handler and frees `s` on failure.
@@ -226,6 +382,9 @@ struct list_core {
   std::atomic<std::uint32_t> refs{1};
   bus_core* bus = nullptr;
   void* state = nullptr;  // writer-side state (src/core/sub_list.cpp)
+  // Publishes that reached an async or queue subscriber take a number here (relaxed RMW: a
+  // counter). On its own line: publishers of every thread write it.
+  alignas(64) std::atomic<std::uint64_t> sequence{0};
 };
 
 template <family_declaration F, class H>
@@ -249,6 +408,24 @@ void invoke_sync_heap(sub_core& s, event_type type, const void* safe, void* unsa
   call_sync<F>(*static_cast<H*>(s.handler), s, type, safe, unsafe);
 }
 
+template <family_declaration F, class H, bool Inline>
+void deliver_async(sub_core& s, const event_block& b) {
+  H& handler = Inline ? *std::launder(reinterpret_cast<H*>(s.inline_handler))
+                      : *static_cast<H*>(s.handler);
+  async_event<F> e(b, s);
+  try {
+    handler(e);
+  } catch (...) {
+    report_handler_exception(s, b.type);
+  }
+}
+
+// The invoke function of subscriptions that are never called inline (async and queue).
+inline void invoke_never(sub_core&, event_type, const void*, void*) {
+  HERALD_ASSERT(false, "an async or queue subscription was called as a sync one");
+}
+inline void destroy_nothing(void*) noexcept {}
+
 template <class H>
 void destroy_inline_handler(void* h) noexcept {
   static_cast<H*>(h)->~H();
@@ -258,20 +435,55 @@ void destroy_heap_handler(void* h) noexcept {
   delete static_cast<H*>(h);
 }
 
-// Calls the subscriptions of `d` that match (family f, subtype bit `bit`); inside a read
-// section. Returns how many ran.
-inline std::size_t call_matching(const directory* d, event_type type, unsigned bit,
-                                 const void* safe, void* unsafe) noexcept {
+// A new subscription record holding `handler` (inline when it fits), or nullptr when out of
+// memory. Exceptions: what H's constructor throws (then nothing is left allocated).
+template <class H, class Fwd>
+sub_core* new_sub_with_handler(Fwd&& handler) {
+  sub_core* s = allocate_sub();
+  if (s == nullptr) {
+    return nullptr;
+  }
+  try {
+    if constexpr (handler_fits_inline<H>) {
+      s->handler = ::new (static_cast<void*>(s->inline_handler)) H(std::forward<Fwd>(handler));
+      s->destroy = &destroy_inline_handler<H>;
+    } else {
+      s->handler = new H(std::forward<Fwd>(handler));
+      s->destroy = &destroy_heap_handler<H>;
+    }
+  } catch (const std::bad_alloc&) {
+    free_sub(s);
+    return nullptr;
+  } catch (...) {
+    free_sub(s);
+    throw;
+  }
+  return s;
+}
+
+// Calls the sync subscriptions of `d` that match (family, subtype bit `bit`) and queues the
+// event to the matching async and queue ones; inside a read section. Returns how many got it.
+inline result<std::size_t> call_matching(const list_core& l, const directory* d, event_type type,
+                                         unsigned bit, const void* safe, void* unsafe,
+                                         const payload_ops& ops) noexcept {
   // Never null: a family or subtype nobody subscribes to has a sentinel of size 0.
   const sub_array* arr = d->slots()[type.family()]->by_bit[bit];
   std::size_t called = 0;
   sub_core* const* items = arr->items();
-  for (std::uint32_t i = 0, n = arr->size; i < n; ++i) {
+  const std::uint32_t sync_count = arr->sync_count;
+  for (std::uint32_t i = 0; i < sync_count; ++i) {
     sub_core& s = *items[i];
     if (sub_callable(s)) [[likely]] {
       s.invoke(s, type, safe, unsafe);
       ++called;
     }
+  }
+  if (arr->size != sync_count) {
+    auto queued = publish_deferred(l, items + sync_count, arr->size - sync_count, type, safe, ops);
+    if (!queued) {
+      return unexpected(queued.error());
+    }
+    called += *queued;
   }
   return called;
 }
@@ -279,32 +491,101 @@ inline std::size_t call_matching(const directory* d, event_type type, unsigned b
 // Publishes from a nested read section (a handler that publishes) or from a thread's first
 // publish (which registers the thread). Out of line: it keeps the fast path short.
 result<std::size_t> publish_nested(const list_core& l, event_type type, unsigned bit,
-                                   const void* safe, void* unsafe) noexcept;
+                                   const void* safe, void* unsafe,
+                                   const payload_ops& ops) noexcept;
+
+// What a publish to a list that is no longer live reports.
+result<std::size_t> publish_to_ended_list(const directory* d) noexcept;
 
 // The publish fast path: a registered thread outside any read section. `bit` is the index of
 // the published subtype in `type`. The event travels in registers, and the read section's
 // entry and exit store values that do not depend on the record's previous contents, so
 // back-to-back publishes do not chain through memory.
 inline result<std::size_t> publish_raw(const list_core& l, event_type type, unsigned bit,
-                                       const void* safe, void* unsafe) noexcept {
+                                       const void* safe, void* unsafe,
+                                       const payload_ops& ops) noexcept {
   reader_record* r = outermost_record();
   if (r == nullptr) [[unlikely]] {
-    return publish_nested(l, type, bit, safe, unsafe);
+    return publish_nested(l, type, bit, safe, unsafe, ops);
   }
   enter_section(*r);
   const directory* d = l.dir.load(std::memory_order_acquire);
   if (type.family() >= d->families) [[unlikely]] {
     leave_section(*r);
-    if (d == &destroyed_directory) {
-      return unexpected(errc::list_destroyed);
-    }
-    return std::size_t{0};
+    return publish_to_ended_list(d);
   }
-  const std::size_t called = call_matching(d, type, bit, safe, unsafe);
+  auto called = call_matching(l, d, type, bit, safe, unsafe, ops);
   leave_section(*r);
   return called;
 }
 }  // namespace detail
+
+/// The consumer side of a queue subscription (HAProxy's event_hdl_async_equeue), owned by the
+/// user. Subscribe it with sub_list::subscribe_queue(), then pop until END.
+///
+/// Lifetime: destroying the queue (or reset()) ends the subscription and releases whatever it
+/// still held; herald keeps what it needs (the notification target included) alive by
+/// itself, so a consumer may destroy its queue, and itself, as soon as it popped END.
+/// Thread safety: pop() and the consumer-side accessors from one thread at a time; the
+/// `_approx` accessors from any thread.
+template <family_declaration F>
+class event_queue {
+ public:
+  event_queue() noexcept = default;
+  event_queue(const event_queue&) = delete;
+  event_queue& operator=(const event_queue&) = delete;
+  event_queue(event_queue&& o) noexcept : core_(std::exchange(o.core_, nullptr)) {}
+  event_queue& operator=(event_queue&& o) noexcept {
+    if (this != &o) {
+      reset();
+      core_ = std::exchange(o.core_, nullptr);
+    }
+    return *this;
+  }
+  ~event_queue() { reset(); }
+
+  /// The next item: an event, END (once, last), or nothing (empty, or END already popped).
+  /// Blocking: never. Allocation: none. Ownership: the item holds the snapshot until destroyed.
+  /// Errors: none. Ordering: FIFO; events of one publishing thread in publish order.
+  [[nodiscard]] std::optional<queued_event<F>> pop() noexcept {
+    if (core_ == nullptr) {
+      return std::nullopt;
+    }
+    detail::event_node* n = detail::queue_pop(*core_->deferred);
+    if (n == nullptr) {
+      return std::nullopt;
+    }
+    return queued_event<F>(n);
+  }
+  /// Ends the subscription (if still active) and unbinds the queue. Idempotent. Blocking:
+  /// waits for running publishes (as subscription::unsubscribe()).
+  void reset() noexcept {
+    if (core_ != nullptr) {
+      detail::release_queue(std::exchange(core_, nullptr));
+    }
+  }
+  /// Subscribed and END not popped yet.
+  [[nodiscard]] bool is_open() const noexcept {
+    return core_ != nullptr && !core_->deferred->end_popped;
+  }
+  /// The eventfd of a subscription made with queue_notify::fd(), else -1. Owned by herald.
+  [[nodiscard]] int fd() const noexcept { return core_ == nullptr ? -1 : detail::queue_fd(*core_); }
+  /// Items waiting (END not counted); racy by nature. Thread safety: any thread.
+  [[nodiscard]] std::size_t size_approx() const noexcept {
+    return core_ == nullptr ? 0 : detail::queue_size_approx(*core_);
+  }
+  /// Events popped so far / dropped (pending_on_end::discard, or a discarding shutdown).
+  [[nodiscard]] std::uint64_t delivered() const noexcept {
+    return core_ == nullptr ? 0 : core_->deferred->delivered.load(std::memory_order_relaxed);
+  }
+  [[nodiscard]] std::uint64_t discarded() const noexcept {
+    return core_ == nullptr ? 0 : core_->deferred->discarded.load(std::memory_order_relaxed);
+  }
+
+ private:
+  friend class sub_list;
+  detail::sub_core* core_ = nullptr;
+};
 
 /// A subscription list: the global list of a bus, or a user list (one per server...).
 ///
@@ -357,33 +638,92 @@ class sub_list {
     if (type.family() != family_id_of<F>() || type.subtypes() == 0) {
       return unexpected(errc::family_mismatch);
     }
-    detail::sub_core* s = detail::allocate_sub();
+    detail::sub_core* s = detail::new_sub_with_handler<handler_t>(std::forward<H>(handler));
     if (s == nullptr) {
       return unexpected(errc::no_memory);
     }
     if constexpr (detail::handler_fits_inline<handler_t>) {
-      try {
-        s->handler = ::new (static_cast<void*>(s->inline_handler)) handler_t(std::forward<H>(handler));
-      } catch (...) {
-        detail::free_sub(s);
-        throw;
-      }
       s->invoke = &detail::invoke_sync_inline<F, handler_t>;
-      s->destroy = &detail::destroy_inline_handler<handler_t>;
     } else {
-      try {
-        s->handler = new handler_t(std::forward<H>(handler));
-      } catch (const std::bad_alloc&) {
-        detail::free_sub(s);
-        return unexpected(errc::no_memory);
-      } catch (...) {
-        detail::free_sub(s);
-        throw;
-      }
       s->invoke = &detail::invoke_sync_heap<F, handler_t>;
-      s->destroy = &detail::destroy_heap_handler<handler_t>;
     }
     return detail::subscribe_core(*core_, type, s, opt, where);
+  }
+
+  /// Subscribes `handler` (callable as `void(herald::async_event<F>&)`) to `type` in async
+  /// mode: each matching publish queues one shared snapshot of the safe part to this
+  /// subscription, and the handler runs later on a worker of the bus (or `opt.executor`),
+  /// one event at a time, in order.
+  /// Thread safety: any thread. Handler context: allowed. Blocking: as subscribe_sync(); the
+  /// first async subscription of a bus without `opt.executor` starts the bus's workers.
+  /// Allocation: the subscription, its queue and task, a new snapshot of F's part of the list.
+  /// Ownership: the handler is moved in and destroyed exactly once, on its executor, after the
+  /// last event it will see (when the subscription's END is reached; see pending_on_end).
+  /// Errors: as subscribe_sync(), plus invalid_argument (events_per_run above 10000) and
+  /// shutting_down. Ordering: events published by one thread reach the handler in publish
+  /// order; each carries the list's sequence number.
+  template <family_declaration F, class H>
+  result<subscription> subscribe_async(
+      event_type type, H&& handler, const subscribe_options& opt = {},
+      const std::source_location& where = std::source_location::current()) {
+    using handler_t = std::decay_t<H>;
+    static_assert(std::is_invocable_v<handler_t&, async_event<F>&>,
+                  "an async handler is callable as void(herald::async_event<F>&)");
+    if (type.family() != family_id_of<F>() || type.subtypes() == 0) {
+      return unexpected(errc::family_mismatch);
+    }
+    if (opt.events_per_run > 10000) {
+      return unexpected(errc::invalid_argument);
+    }
+    detail::sub_core* s = detail::new_sub_with_handler<handler_t>(std::forward<H>(handler));
+    if (s == nullptr) {
+      return unexpected(errc::no_memory);
+    }
+    s->invoke = &detail::invoke_never;
+    if (!detail::attach_async(
+            *core_, s, opt,
+            &detail::deliver_async<F, handler_t, detail::handler_fits_inline<handler_t>>)) {
+      s->destroy(s->handler);
+      detail::free_sub(s);
+      return unexpected(errc::no_memory);
+    }
+    return detail::subscribe_core(*core_, type, s, opt, where);
+  }
+
+  /// Subscribes the queue `q` (not subscribed yet) to `type` in queue mode: each matching
+  /// publish pushes one shared snapshot of the safe part into `q`, and `notify` tells the
+  /// consumer. The consumer pops with q.pop(); the last item is END, exactly once, after the
+  /// subscription ended by any path; nothing follows it.
+  /// Thread safety: any thread; `q` itself is used by one consumer thread at a time.
+  /// Handler context: allowed. Blocking: as subscribe_sync(). Allocation: the subscription and
+  /// its queue; an eventfd with queue_notify::fd(). Ownership: `q` holds a reference to the
+  /// subscription; destroying `q` (or q.reset()) ends it. Errors: as subscribe_sync(), plus
+  /// shutting_down, and no_memory if no eventfd could be created.
+  template <family_declaration F>
+  result<subscription> subscribe_queue(
+      event_type type, event_queue<F>& q, queue_notify notify = queue_notify::none(),
+      const subscribe_options& opt = {},
+      const std::source_location& where = std::source_location::current()) {
+    HERALD_ASSERT(q.core_ == nullptr, "subscribe_queue() with a queue already subscribed");
+    if (type.family() != family_id_of<F>() || type.subtypes() == 0) {
+      return unexpected(errc::family_mismatch);
+    }
+    detail::sub_core* s = detail::allocate_sub();
+    if (s == nullptr) {
+      return unexpected(errc::no_memory);
+    }
+    s->invoke = &detail::invoke_never;
+    s->destroy = &detail::destroy_nothing;
+    if (!detail::attach_queue(*core_, s, opt, notify.kind_, std::move(notify.tasklet_),
+                              std::move(notify.callback_))) {
+      detail::free_sub(s);
+      return unexpected(errc::no_memory);
+    }
+    auto sub = detail::subscribe_core(*core_, type, s, opt, where);
+    if (sub) {
+      q.core_ = s;  // the consumer's reference, counted by subscribe_core
+    }
+    return sub;
   }
 
   /// Publishes one event of family F and subtype `sub` to this list: every active sync
@@ -398,13 +738,15 @@ class sub_list {
   template <family_declaration F>
   result<std::size_t> publish(typename F::subtype sub,
                               const typename F::safe_part& safe) const noexcept {
-    return publish_erased(type_of<F>(sub), static_cast<unsigned>(sub), &safe, nullptr);
+    return detail::publish_raw(*core_, type_of<F>(sub), static_cast<unsigned>(sub), &safe,
+                               nullptr, detail::payload_ops_of<typename F::safe_part>);
   }
   template <family_declaration F>
     requires has_unsafe_part_v<F>
   result<std::size_t> publish(typename F::subtype sub, const typename F::safe_part& safe,
                               typename F::unsafe_part& unsafe) const noexcept {
-    return publish_erased(type_of<F>(sub), static_cast<unsigned>(sub), &safe, &unsafe);
+    return detail::publish_raw(*core_, type_of<F>(sub), static_cast<unsigned>(sub), &safe,
+                               &unsafe, detail::payload_ops_of<typename F::safe_part>);
   }
 
   /// By-id operations (HAProxy's event_hdl_lookup_*). Errors: not_found (no active
@@ -421,26 +763,40 @@ class sub_list {
   [[nodiscard]] std::size_t size_approx() const noexcept;
 
  private:
-  result<std::size_t> publish_erased(event_type type, unsigned bit, const void* safe,
-                                     void* unsafe) const noexcept {
-    return detail::publish_raw(*core_, type, bit, safe, unsafe);
-  }
-
   detail::list_core* core_;
 };
 
-/// The bus: the global subscription list and the error hook.
+/// The bus: the global subscription list, the error hook, the workers of async delivery, and
+/// shutdown.
 ///
-/// Lifetime: the destructor destroys the global list and reclaims everything retired; it must
-/// not run while another thread uses the bus. Lists made with this bus keep the shared error
-/// state alive, so they may outlive it (their handler errors then go unreported).
+/// Lifetime: the destructor shuts the bus down (see shutdown()) and must not run while another
+/// thread uses the bus. Lists made with this bus keep the shared error state alive, so they
+/// may outlive it (their handler errors then go unreported, and they refuse subscriptions).
 class bus {
  public:
-  /// Thread safety: constructing is not concurrent with anything on this object.
-  bus();
+  /// Thread safety: constructing is not concurrent with anything on this object. Errors:
+  /// aborts on an invalid option (events_per_run outside 1..10000, groups > threads).
+  explicit bus(bus_options opt = {});
   bus(const bus&) = delete;
   bus& operator=(const bus&) = delete;
+  /// shutdown(), then releases the bus's state (kept alive while lists or handles need it).
   ~bus();
+
+  /// Shuts the bus down: refuses new subscriptions (errc::shutting_down) on every list of the
+  /// bus, ends every list (their publishes then report shutting_down), queues END behind the
+  /// pending events of every async and queue subscription, delivers or discards those events
+  /// (bus_options::on_shutdown), and joins the bus's workers once they have finished.
+  /// Idempotent. Thread safety: any thread except one of the bus's workers. Handler context:
+  /// not from a handler (aborts: it would wait for itself). Blocking: yes, until every async
+  /// subscription on the bus's workers has run its END (handlers on a user's executor finish
+  /// when that executor runs them; queue consumers pop END when they like). Errors: none.
+  void shutdown() noexcept;
+  /// True once shutdown() has begun. Thread safety: any thread.
+  [[nodiscard]] bool is_shut_down() const noexcept;
+
+  /// The bus's workers, started on the first call (or the first async subscription without an
+  /// executor). Thread safety: any thread. Ownership: owned by the bus; stopped by shutdown().
+  [[nodiscard]] scheduler& workers();
 
   /// The bus's own list (HAProxy's global list). Thread safety: any thread. Allocation: none.
   /// Ownership: owned by the bus; valid until the bus is destroyed.

@@ -5,6 +5,9 @@
 #pragma once
 
 #include "herald/backoff.hpp"
+#include "herald/bus.hpp"
 #include "herald/error.hpp"
+#include "herald/event_type.hpp"
 #include "herald/mt_list.hpp"
+#include "herald/scheduler.hpp"
 #include "herald/version.hpp"

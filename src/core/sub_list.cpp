@@ -15,6 +15,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "core/internal.hpp"
 #include "core/quiescence.hpp"
 #include "herald/bus.hpp"
 
@@ -22,28 +23,30 @@ namespace herald {
 namespace detail {
 
 constinit directory destroyed_directory{};
+constinit directory shutdown_directory{};
 constinit const sub_array empty_array{};
 constinit const family_slot empty_slot{};
 
+result<std::size_t> publish_to_ended_list(const directory* d) noexcept {
+  if (d == &destroyed_directory) {
+    return unexpected(errc::list_destroyed);
+  }
+  if (d == &shutdown_directory) {
+    return unexpected(errc::shutting_down);
+  }
+  return std::size_t{0};  // a live list where nobody ever subscribed to this family
+}
+
 result<std::size_t> publish_nested(const list_core& l, event_type type, unsigned bit,
-                                   const void* safe, void* unsafe) noexcept {
+                                   const void* safe, void* unsafe,
+                                   const payload_ops& ops) noexcept {
   read_guard guard;
   const directory* d = l.dir.load(std::memory_order_acquire);
   if (type.family() >= d->families) {
-    if (d == &destroyed_directory) {
-      return unexpected(errc::list_destroyed);
-    }
-    return std::size_t{0};
+    return publish_to_ended_list(d);
   }
-  return call_matching(d, type, bit, safe, unsafe);
+  return call_matching(l, d, type, bit, safe, unsafe, ops);
 }
-
-struct bus_core {
-  std::atomic<std::uint32_t> refs{1};
-  std::atomic<std::uint64_t> exceptions{0};
-  std::mutex hook_mutex;
-  std::shared_ptr<const error_hook> hook;  // guarded by hook_mutex
-};
 
 namespace {
 
@@ -62,6 +65,8 @@ list_state& state_of(list_core& l) noexcept { return *static_cast<list_state*>(l
 
 // The snapshot of an empty list. Never retired.
 constinit directory empty_directory{};
+
+}  // namespace
 
 // ---- Reference counts --------------------------------------------------------------------
 
@@ -83,10 +88,12 @@ void list_release(list_core* l) noexcept {
 void sub_release(sub_core* s) noexcept {
   if (s->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
     list_core* l = s->list;
-    delete s;
+    free_sub(s);
     list_release(l);
   }
 }
+
+namespace {
 
 // ---- Snapshot pieces ---------------------------------------------------------------------
 
@@ -134,10 +141,21 @@ void free_slot(family_slot* slot) noexcept {
   free_piece(slot->retire);
 }
 
-// The subscription's membership ends: destroy the handler, drop the list's reference.
+// The subscription's membership ends, a grace period after it was ended: no publish can reach
+// it any more. Sync: destroy the handler. Async and queue: queue END behind the events already
+// queued and notify the consumer (which destroys the handler, or pops END). Then drop the
+// membership reference.
 void reclaim_sub(retire_node* n) noexcept {
   sub_core* s = static_cast<sub_core*>(n->owner);
-  if (s->handler != nullptr) {
+  if (s->deferred != nullptr) {
+    deferred_core& d = *s->deferred;
+    // relaxed: taking a reference from one we hold. It keeps s and d alive until the
+    // notification returned, even if the consumer reaches END and drops its own at once.
+    s->refs.fetch_add(1, std::memory_order_relaxed);
+    d.queue.push(d.end_node);
+    notify_consumer(d);
+    sub_release(s);
+  } else if (s->handler != nullptr) {
     s->destroy(s->handler);
     s->handler = nullptr;
   }
@@ -179,14 +197,21 @@ bool build_slot(const list_state& st, family_id f, family_slot** out) noexcept {
     slot->by_bit[bit] = a;
     slot->subscribed |= subtype_mask{1} << bit;
   }
-  for (sub_core* s : st.members) {  // members are in subscription order
-    const event_type t = unpack_type(s->type.load(std::memory_order_relaxed));
-    if (t.family() != f) {
-      continue;
-    }
-    for (subtype_mask m = t.subtypes(); m != 0; m &= m - 1) {
-      auto* a = const_cast<sub_array*>(slot->by_bit[std::countr_zero(m)]);
-      a->items()[a->size++] = s;
+  // Sync subscriptions first, then async and queue ones; each in subscription order (members
+  // are in subscription order).
+  for (const bool deferred : {false, true}) {
+    for (sub_core* s : st.members) {
+      const event_type t = unpack_type(s->type.load(std::memory_order_relaxed));
+      if (t.family() != f || (s->deferred != nullptr) != deferred) {
+        continue;
+      }
+      for (subtype_mask m = t.subtypes(); m != 0; m &= m - 1) {
+        auto* a = const_cast<sub_array*>(slot->by_bit[std::countr_zero(m)]);
+        a->items()[a->size++] = s;
+        if (!deferred) {
+          a->sync_count = a->size;
+        }
+      }
     }
   }
   *out = slot;
@@ -257,14 +282,18 @@ bool end_locked(list_core& l, list_state& st, sub_core* s) noexcept {
   return true;
 }
 
-// Ends every subscription of the list and marks it destroyed (mutex held).
-void end_all_locked(list_core& l, list_state& st) noexcept {
+// Ends every subscription of the list and marks it destroyed (mutex held); `ended` is
+// destroyed_directory, or shutdown_directory when the bus shuts down. Returns true if an async
+// or queue subscription was among them.
+bool end_all_locked(list_core& l, list_state& st, const directory* ended) noexcept {
   l.destroyed.store(true, std::memory_order_release);
+  bool deferred = false;
   for (sub_core* s : st.members) {
     s->flags.fetch_or(sub_ended, std::memory_order_release);
+    deferred = deferred || s->deferred != nullptr;
   }
   const directory* old = l.dir.load(std::memory_order_relaxed);
-  l.dir.store(&destroyed_directory, std::memory_order_release);
+  l.dir.store(ended, std::memory_order_release);
   if (old != &empty_directory) {
     for (std::uint32_t i = 0; i < old->families; ++i) {
       retire_slot(old->slots()[i]);
@@ -282,11 +311,18 @@ void end_all_locked(list_core& l, list_state& st) noexcept {
   }
   st.members.clear();
   st.by_id.clear();
+  return deferred;
 }
 
 // After ending something: outside a handler, wait until no publish still runs it, then free
-// what was retired. Inside a handler, leave it to a later reclamation.
-void settle() noexcept { (void)collect(/*always_wait=*/true); }
+// what was retired. Inside a handler (a read section), nothing may wait: leave it to a later
+// reclamation, and when an async or queue subscription ended (its consumer waits for END),
+// have the bus's workers run that reclamation soon.
+void settle(bus_core& b, bool deferred_ended) noexcept {
+  if (!collect(/*always_wait=*/true) && deferred_ended) {
+    request_reclaim(b);
+  }
+}
 
 bool subset_of_family(event_type t) noexcept {
   const auto n = subtype_count(t.family());
@@ -339,17 +375,22 @@ result<void> set_paused(sub_core* s, bool paused) noexcept {
   return set_paused_locked(s, paused);
 }
 
+}  // namespace
+
 void unsubscribe_core(sub_core* s) noexcept {
   list_core& l = *s->list;
   list_state& st = state_of(l);
+  bool ended = false;
   {
     std::lock_guard lock(st.mutex);
-    (void)end_locked(l, st, s);
+    ended = end_locked(l, st, s);
   }
   // Also when another path ended it first: the promise "not running, and destroyed, when
   // unsubscribe returns" holds for every caller outside a handler.
-  settle();
+  settle(*l.bus, ended && s->deferred != nullptr);
 }
+
+namespace {
 
 }  // namespace
 
@@ -388,14 +429,19 @@ void report_handler_exception(sub_core& s, event_type type) noexcept {
 
 sub_core* allocate_sub() noexcept { return new (std::nothrow) sub_core; }
 
-void free_sub(sub_core* s) noexcept { delete s; }
+void free_sub(sub_core* s) noexcept {
+  delete s->deferred;
+  delete s;
+}
 
 result<subscription> subscribe_core(list_core& l, event_type type, sub_core* s,
                                     const subscribe_options& opt,
                                     const std::source_location& where) noexcept {
   auto fail = [&](errc e) -> result<subscription> {
-    s->destroy(s->handler);
-    delete s;
+    if (s->handler != nullptr) {
+      s->destroy(s->handler);
+    }
+    free_sub(s);
     return unexpected(e);
   };
   if (!subset_of_family(type)) {
@@ -413,13 +459,16 @@ result<subscription> subscribe_core(list_core& l, event_type type, sub_core* s,
   s->line = where.line();
   s->retire.reclaim = &reclaim_sub;
   s->retire.owner = s;
-  s->refs.store(2, std::memory_order_relaxed);  // membership + the returned handle
+  // Membership + the returned handle (+ the consumer: the drain task or the user's queue).
+  s->refs.store(s->deferred != nullptr ? 3 : 2, std::memory_order_relaxed);
 
   list_state& st = state_of(l);
   {
     std::lock_guard lock(st.mutex);
     if (l.destroyed.load(std::memory_order_relaxed)) {
-      return fail(errc::list_destroyed);
+      return fail(l.dir.load(std::memory_order_relaxed) == &shutdown_directory
+                      ? errc::shutting_down
+                      : errc::list_destroyed);
     }
     if (opt.id != 0 && st.by_id.contains(opt.id)) {
       return fail(errc::duplicate_id);
@@ -562,11 +611,28 @@ subscription subscription_self::take() const noexcept {
 sub_list::sub_list(bus& b) : core_(new detail::list_core) {
   core_->dir.store(&detail::empty_directory, std::memory_order_relaxed);
   core_->state = new detail::list_state;
-  core_->bus = &b.core();
-  core_->bus->refs.fetch_add(1, std::memory_order_relaxed);
+  detail::bus_core& bc = b.core();
+  core_->bus = &bc;
+  bc.refs.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard lock(bc.lists_mutex);
+  if (bc.shutting_down.load(std::memory_order_relaxed)) {
+    // Born after the shutdown: ended at once, refusing subscriptions with shutting_down.
+    core_->destroyed.store(true, std::memory_order_relaxed);
+    core_->dir.store(&detail::shutdown_directory, std::memory_order_relaxed);
+    return;
+  }
+  bc.lists.push_back(core_);
 }
 
 sub_list::~sub_list() {
+  {
+    detail::bus_core& bc = *core_->bus;
+    std::lock_guard lock(bc.lists_mutex);
+    auto it = std::find(bc.lists.begin(), bc.lists.end(), core_);
+    if (it != bc.lists.end()) {
+      bc.lists.erase(it);
+    }
+  }
   destroy();
   detail::list_release(core_);
 }
@@ -574,14 +640,15 @@ sub_list::~sub_list() {
 void sub_list::destroy() noexcept {
   detail::list_core& l = *core_;
   detail::list_state& st = detail::state_of(l);
+  bool deferred = false;
   {
     std::lock_guard lock(st.mutex);
     if (!l.destroyed.load(std::memory_order_relaxed)) {
-      end_all_locked(l, st);
+      deferred = end_all_locked(l, st, &detail::destroyed_directory);
     }
   }
   // A second destroy waits like the first: the handlers are gone when it returns.
-  detail::settle();
+  detail::settle(*l.bus, deferred);
 }
 
 bool sub_list::is_destroyed() const noexcept {
@@ -613,12 +680,14 @@ auto with_id(detail::list_core& l, std::uint64_t id, Op op) noexcept -> decltype
 }  // namespace
 
 result<void> sub_list::lookup_unsubscribe(std::uint64_t id) noexcept {
+  bool deferred = false;
   auto r = with_id(*core_, id, [&](detail::sub_core* s) -> result<void> {
     detail::end_locked(*core_, detail::state_of(*core_), s);
+    deferred = s->deferred != nullptr;
     return {};
   });
   if (r) {
-    detail::settle();
+    detail::settle(*core_->bus, deferred);
   }
   return r;
 }
@@ -656,13 +725,84 @@ std::size_t sub_list::size_approx() const noexcept {
 
 // ---- bus -----------------------------------------------------------------------------------
 
-bus::bus() : core_(new detail::bus_core), global_(std::make_unique<sub_list>(*this)) {}
+namespace {
+detail::bus_core* make_bus_core(const bus_options& opt) {
+  HERALD_ASSERT(opt.events_per_run >= 1 && opt.events_per_run <= 10000,
+                "bus_options::events_per_run must be within 1..10000");
+  auto* b = new detail::bus_core;
+  b->options = opt;
+  return b;
+}
+}  // namespace
+
+bus::bus(bus_options opt)
+    : core_(make_bus_core(opt)), global_(std::make_unique<sub_list>(*this)) {}
 
 bus::~bus() {
+  shutdown();
   global_.reset();
   reclaim();
+  {
+    std::lock_guard lock(core_->scheduler_mutex);
+    core_->workers.reset();
+  }
   detail::bus_release(core_);
 }
+
+void bus::shutdown() noexcept {
+  detail::bus_core& b = *core_;
+  HERALD_ASSERT(!detail::in_read_section(),
+                "bus::shutdown() called from inside a sync handler (it would wait for itself)");
+  std::lock_guard once(b.shutdown_mutex);
+  if (b.shutdown_done) {
+    return;
+  }
+  std::vector<detail::list_core*> lists;
+  {
+    std::lock_guard lock(b.lists_mutex);
+    b.shutting_down.store(true, std::memory_order_release);
+    for (detail::list_core* l : b.lists) {
+      l->refs.fetch_add(1, std::memory_order_relaxed);  // kept while we end it
+      lists.push_back(l);
+    }
+  }
+  if (b.options.on_shutdown == shutdown_mode::discard) {
+    // release: pairs with the drain tasks' acquire load (should_discard).
+    b.discard_pending.store(true, std::memory_order_release);
+  }
+  for (detail::list_core* l : lists) {
+    detail::list_state& st = detail::state_of(*l);
+    std::lock_guard lock(st.mutex);
+    if (!l->destroyed.load(std::memory_order_relaxed)) {
+      (void)detail::end_all_locked(*l, st, &detail::shutdown_directory);
+    } else if (l->dir.load(std::memory_order_relaxed) == &detail::destroyed_directory) {
+      // Destroyed earlier by the user: later subscribes now report shutting_down too.
+      l->dir.store(&detail::shutdown_directory, std::memory_order_release);
+    }
+  }
+  // A grace period: no publish reaches anything any more; END is queued everywhere.
+  (void)detail::collect(/*always_wait=*/true);
+  scheduler* workers = nullptr;
+  {
+    std::lock_guard lock(b.scheduler_mutex);
+    workers = b.workers.get();
+  }
+  if (workers != nullptr) {
+    HERALD_ASSERT(workers->current() == nullptr,
+                  "bus::shutdown() called on one of the bus's workers (it would join itself)");
+    workers->stop();  // runs every drain task to its END, then joins
+  }
+  for (detail::list_core* l : lists) {
+    detail::list_release(l);
+  }
+  b.shutdown_done = true;
+}
+
+bool bus::is_shut_down() const noexcept {
+  return core_->shutting_down.load(std::memory_order_acquire);
+}
+
+scheduler& bus::workers() { return detail::bus_workers(*core_); }
 
 void bus::set_error_hook(error_hook hook) {
   auto shared = std::make_shared<const error_hook>(std::move(hook));
@@ -675,5 +815,91 @@ std::uint64_t bus::handler_exceptions() const noexcept {
 }
 
 void bus::reclaim() noexcept { (void)detail::collect(); }
+
+// ---- Async and queue subscriptions -----------------------------------------------------------
+
+namespace detail {
+
+scheduler& bus_workers(bus_core& b) {
+  std::lock_guard lock(b.scheduler_mutex);
+  if (!b.workers) {
+    scheduler_options so;
+    so.threads = b.options.threads;
+    so.groups = b.options.groups;
+    b.workers = std::make_unique<scheduler>(so);
+    b.reclaimer = b.workers->make_tasklet([] { (void)collect(/*always_wait=*/true); });
+  }
+  return *b.workers;
+}
+
+void request_reclaim(bus_core& b) noexcept {
+  try {
+    (void)bus_workers(b);
+  } catch (...) {
+    return;  // out of memory: the next waiting operation reclaims
+  }
+  b.reclaimer.wake();
+}
+
+bool attach_async(list_core& l, sub_core* s, const subscribe_options& opt,
+                  void (*deliver)(sub_core&, const event_block&)) noexcept {
+  executor_ref ex = opt.executor;
+  if (!ex) {
+    try {
+      ex = bus_workers(*l.bus).executor();
+    } catch (...) {
+      return false;
+    }
+  }
+  auto* d = new (std::nothrow) deferred_core(ex, opt.where);
+  if (d == nullptr) {
+    return false;
+  }
+  d->sub = s;
+  d->mode = deferred_mode::async;
+  d->discard_on_end = opt.on_end == pending_on_end::discard;
+  d->events_per_run = opt.events_per_run != 0 ? opt.events_per_run : l.bus->options.events_per_run;
+  d->deliver = deliver;
+  s->deferred = d;
+  return true;
+}
+
+bool attach_queue(list_core& l, sub_core* s, const subscribe_options& opt, notify_kind how,
+                  tasklet&& t, std::function<void()>&& fn) noexcept {
+  (void)l;
+  auto* d = new (std::nothrow) deferred_core(executor_ref{}, run_on::any());
+  if (d == nullptr) {
+    return false;
+  }
+  d->sub = s;
+  d->mode = deferred_mode::queue;
+  d->discard_on_end = opt.on_end == pending_on_end::discard;
+  d->notify_how = how;
+  d->notify_tasklet = std::move(t);
+  d->notify_callback = std::move(fn);
+  if (how == notify_kind::fd) {
+    d->notify_fd = make_event_fd();
+    if (d->notify_fd < 0) {
+      delete d;
+      return false;
+    }
+  }
+  s->deferred = d;
+  return true;
+}
+
+void release_queue(sub_core* s) noexcept {
+  unsubscribe_core(s);
+  sub_release(s);
+}
+
+int queue_fd(const sub_core& s) noexcept { return s.deferred->notify_fd; }
+
+std::size_t queue_size_approx(const sub_core& s) noexcept {
+  const std::int64_t n = s.deferred->pending.load(std::memory_order_relaxed);
+  return n > 0 ? static_cast<std::size_t>(n) : 0;
+}
+
+}  // namespace detail
 
 }  // namespace herald

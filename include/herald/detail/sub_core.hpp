@@ -25,10 +25,14 @@ namespace herald::detail {
 
 struct sub_core;
 struct list_core;
+struct deferred_core;
 
 struct sub_array {
   retire_node retire;  // first member: reclaimed after a grace period
   std::uint32_t size = 0;
+  // items[0, sync_count) are sync subscriptions, items[sync_count, size) async and queue ones;
+  // each part in subscription order.
+  std::uint32_t sync_count = 0;
   // `size` pointers follow the header in the same allocation (see items()).
   sub_core* const* items() const noexcept {
     return reinterpret_cast<sub_core* const*>(this + 1);
@@ -67,6 +71,8 @@ struct directory {
 /// The snapshot of a destroyed list: no family, and publishes to it report list_destroyed.
 /// (The snapshot of a live empty list is another object, so that one load tells both apart.)
 extern constinit directory destroyed_directory;
+/// The snapshot of a list ended by the bus's shutdown: publishes report shutting_down.
+extern constinit directory shutdown_directory;
 
 /// Flags of a subscription (sub_core::flags).
 inline constexpr std::uint32_t sub_ended = 1;
@@ -93,9 +99,12 @@ inline event_type unpack_type(std::uint64_t v) noexcept {
 }
 
 /// One subscription. Lifetime: refcounted (`refs`): one reference for the list membership
-/// (dropped after the grace period that follows its end) and one per handle. The handler is
-/// destroyed when the membership reference is dropped: exactly once, after no publisher can
-/// reach it. The record itself is freed when the last reference goes.
+/// (dropped after the grace period that follows its end), one per handle, and for async and
+/// queue subscriptions one for the consumer (the drain task, or the user's event_queue). A sync
+/// handler is destroyed when the membership reference is dropped: exactly once, after no
+/// publisher can reach it. An async handler is destroyed by its drain task when it reaches the
+/// END node, which is queued once the membership ends (so after every event). The record
+/// itself is freed when the last reference goes.
 struct alignas(64) sub_core {
   // Hot: what every publish reads, kept on one cache line.
   std::atomic<std::uint32_t> flags{0}; // sub_ended | sub_paused; written under the list mutex
@@ -115,6 +124,7 @@ struct alignas(64) sub_core {
   list_core* list = nullptr;           // holds a reference on the list core
   destroy_fn destroy = nullptr;
   sub_core* stale_next = nullptr;      // chain of ended-but-still-referenced subscriptions
+  deferred_core* deferred = nullptr;   // async and queue subscriptions (owned); sync: nullptr
   std::string name;                    // optional, for diagnostics
   const char* file = "";               // origin
   std::uint32_t line = 0;

@@ -1,0 +1,139 @@
+// herald/detail/deferred.hpp - the machinery of async and queue delivery: the shared event
+// snapshot (one per publish, whatever the number of subscribers), the per-subscription event
+// queue, and the task that drains it. Needed by the public templates; no stability promise.
+//
+// One publish with k matching async/queue subscriptions makes one pooled allocation:
+//
+//   event_block | safe part copy | event_node[k]
+//
+// Node i is linked into subscriber i's queue (an intrusive MPSC queue, so the push allocates
+// nothing). The block is refcounted: one reference per node pushed plus the publisher's own,
+// dropped when publish returns. The last release runs the safe part's destructor (the cleanup
+// hook) and returns the block to its pool.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <new>
+
+#include "herald/detail/mpsc_queue.hpp"
+#include "herald/error.hpp"
+#include "herald/event_type.hpp"
+#include "herald/scheduler.hpp"
+
+namespace herald::detail {
+
+struct sub_core;
+struct list_core;
+struct event_block;
+
+/// How to copy and destroy one family's safe part (one constant per family).
+struct payload_ops {
+  std::size_t size;
+  std::size_t align;
+  // Copies *src into raw storage `dst`. Returns false if the copy threw.
+  bool (*copy)(void* dst, const void* src) noexcept;
+  void (*destroy)(void* p) noexcept;
+};
+
+template <class T>
+inline constexpr payload_ops payload_ops_of{
+    sizeof(T), alignof(T),
+    [](void* dst, const void* src) noexcept -> bool {
+      try {
+        ::new (dst) T(*static_cast<const T*>(src));
+        return true;
+      } catch (...) {
+        return false;
+      }
+    },
+    [](void* p) noexcept { static_cast<T*>(p)->~T(); }};
+
+/// A queue link inside an event block (or a subscription's END node: block == nullptr).
+struct event_node : mpsc_node {
+  event_block* block = nullptr;
+  sub_core* target = nullptr;  // while the publisher fills the block
+};
+
+/// The shared snapshot of one publish.
+struct alignas(16) event_block {
+  std::atomic<std::uint32_t> refs{0};
+  std::uint32_t nodes = 0;
+  std::uint32_t size_class = 0;  // the pool it returns to
+  std::uint32_t payload_offset = 0;
+  const payload_ops* ops = nullptr;
+  event_type type;
+  std::uint64_t sequence = 0;     // per list, from 1
+  std::int64_t when_ns = 0;       // steady_clock, at publish
+  const void* payload() const noexcept {
+    return reinterpret_cast<const unsigned char*>(this) + payload_offset;
+  }
+};
+
+/// Drops one reference on `b`; the last one destroys the payload and frees the block.
+/// Thread safety: any thread. Memory ordering: acq_rel (the last dropper sees every use).
+void release_block(event_block* b) noexcept;
+
+/// Delivery mode of a deferred subscription.
+enum class deferred_mode : std::uint8_t { async, queue };
+
+/// How a queue subscription tells its consumer that items are waiting.
+enum class notify_kind : std::uint8_t { none, tasklet, fd, callback };
+
+/// The deferred part of a subscription (sub_core::deferred). For async subscriptions the task
+/// runs the handler on the executor; for queue subscriptions the user pops.
+struct deferred_core : task {
+  deferred_core(executor_ref ex, run_on where) noexcept;
+  deferred_core(const deferred_core&) = delete;
+  deferred_core& operator=(const deferred_core&) = delete;
+  /// Releases the events nobody consumed. Only once nothing can push any more.
+  ~deferred_core();
+
+  mpsc_queue queue;
+  event_node end_node;  // pushed once, after the subscription ended and a grace period
+  sub_core* sub = nullptr;
+  deferred_mode mode = deferred_mode::async;
+  bool discard_on_end = false;
+  std::uint32_t events_per_run = 100;
+  // async: calls the handler with one event (type-erased per family and handler type)
+  void (*deliver)(sub_core& s, const event_block& b) = nullptr;
+
+  // queue: notification of the consumer (edge-triggered through `armed`)
+  notify_kind notify_how = notify_kind::none;
+  std::atomic<bool> armed{false};
+  tasklet notify_tasklet;
+  std::function<void()> notify_callback;
+  int notify_fd = -1;
+  bool end_popped = false;  // consumer side
+  std::atomic<bool> end_reached{false};  // async: END processed, handler destroyed
+
+  // Counters: written by the single consumer (relaxed), read by anyone.
+  std::atomic<std::uint64_t> delivered{0};
+  std::atomic<std::uint64_t> discarded{0};
+  std::atomic<std::int64_t> pending{0};  // pushed - popped (approximate by nature)
+};
+
+/// The out-of-line part of a publish: copies the safe part once into a pooled block and queues
+/// it to every callable deferred subscription in items[0..n). Returns how many got it, or
+/// no_memory (then none of them did).
+result<std::size_t> publish_deferred(const list_core& l, sub_core* const* items, std::uint32_t n,
+                                     event_type type, const void* safe,
+                                     const payload_ops& ops) noexcept;
+
+/// Wakes the consumer of `d` after a push (async: its task; queue: the user's notification).
+void notify_consumer(deferred_core& d) noexcept;
+
+/// Queue subscriptions: the next item (an event node, or the END node once), or nullptr if
+/// none is waiting (or END was already returned). Thread safety: one consumer at a time.
+event_node* queue_pop(deferred_core& d) noexcept;
+
+/// An eventfd for queue notification (non-blocking, close-on-exec), or -1.
+int make_event_fd() noexcept;
+
+/// Tests only: the next `count` block allocations fail (then publish reports no_memory).
+void inject_allocation_failures(int count) noexcept;
+
+}  // namespace herald::detail

@@ -1,0 +1,105 @@
+// herald/detail/mpsc_queue.hpp - an intrusive multi-producer, single-consumer FIFO (Dmitry
+// Vyukov's node-based design), used by the scheduler's run queues and by the event queue of
+// every async and queue subscription. No stability promise.
+//
+// What it is
+//   Producers link nodes they own into the queue with one exchange and one store: push never
+//   blocks, never allocates and never fails. One consumer at a time pops. A node may be pushed
+//   again once pop() returned it. The queue owns no node; a `stub` inside the queue keeps it
+//   non-empty so that push never tests for emptiness.
+//
+// Hazard: the momentary gap
+//   Between a producer's exchange and its store of `next`, the queue holds a node the consumer
+//   cannot reach yet. pop() then returns nullptr although the queue is not empty;
+//   empty_approx() returns false in that window, so a consumer that is about to sleep sees the
+//   pending push (see the sleep protocol in src/sched/scheduler.cpp).
+//
+// Memory ordering
+//   push: exchange(tail, seq_cst) orders the node's initialisation before it becomes the tail;
+//         store(prev->next, release) pairs with pop's acquire load of `next`, so the consumer
+//         sees everything the producer wrote into the node (and the object around it) before
+//         the push.
+//   empty_approx: a seq_cst load of the tail, for the consumer's Dekker-style sleep check
+//         against producers' seq_cst exchange.
+//   idle_approx: the same load, from any thread (the scheduler's end-of-stop check).
+#pragma once
+
+#include <atomic>
+
+namespace herald::detail {
+
+/// A queue link; derive from it (or embed it) to make an object queueable.
+struct mpsc_node {
+  std::atomic<mpsc_node*> next{nullptr};
+};
+
+class mpsc_queue {
+ public:
+  mpsc_queue() noexcept : tail_(&stub_), head_(&stub_) {}
+  mpsc_queue(const mpsc_queue&) = delete;
+  mpsc_queue& operator=(const mpsc_queue&) = delete;
+
+  /// Appends `n` (not in any queue). Thread safety: any thread. Blocking: never (wait-free).
+  /// Allocation: none. Ordering: FIFO per producer; pushes of different producers are ordered
+  /// by their exchange.
+  void push(mpsc_node& n) noexcept {
+    n.next.store(nullptr, std::memory_order_relaxed);
+    // seq_cst: the consumer's sleep check (empty_approx) must see this push or be seen by
+    // the producer's later check of the consumer's idle flag (Dekker).
+    mpsc_node* prev = tail_.exchange(&n, std::memory_order_seq_cst);
+    // release: pairs with the acquire loads of `next` in pop().
+    prev->next.store(&n, std::memory_order_release);
+  }
+
+  /// Removes the oldest node, or returns nullptr if the queue is empty or a push is half done
+  /// (empty_approx() tells them apart). Thread safety: one consumer at a time. Blocking: never.
+  mpsc_node* pop() noexcept {
+    mpsc_node* head = head_;
+    mpsc_node* next = head->next.load(std::memory_order_acquire);
+    if (head == &stub_) {
+      if (next == nullptr) {
+        return nullptr;
+      }
+      head_ = next;
+      head = next;
+      next = next->next.load(std::memory_order_acquire);
+    }
+    if (next != nullptr) {
+      head_ = next;
+      return head;
+    }
+    if (head != tail_.load(std::memory_order_acquire)) {
+      return nullptr;  // a producer is between its exchange and its link
+    }
+    push(stub_);
+    next = head->next.load(std::memory_order_acquire);
+    if (next != nullptr) {
+      head_ = next;
+      return head;
+    }
+    return nullptr;
+  }
+
+  /// True if nothing was pushed that pop() has not returned (a half-done push counts as an
+  /// item). Thread safety: the consumer only. Memory ordering: seq_cst (see the file comment).
+  [[nodiscard]] bool empty_approx() const noexcept {
+    return head_ == &stub_ && tail_.load(std::memory_order_seq_cst) == &stub_;
+  }
+
+  /// For a thread other than the consumer: true if nothing was pushed since the consumer last
+  /// found the queue empty (empty_approx() true), provided the consumer has not called pop()
+  /// since then. (Inside pop() the stub is briefly re-linked behind the last node, so the
+  /// answer means nothing while the consumer pops; the scheduler asks only about consumers it
+  /// knows to be parked.) Thread safety: any thread. Memory ordering: seq_cst, against the
+  /// producers' seq_cst exchange in push().
+  [[nodiscard]] bool idle_approx() const noexcept {
+    return tail_.load(std::memory_order_seq_cst) == &stub_;
+  }
+
+ private:
+  alignas(64) std::atomic<mpsc_node*> tail_;  // producers
+  alignas(64) mpsc_node* head_;               // the consumer
+  mpsc_node stub_;
+};
+
+}  // namespace herald::detail

@@ -1,0 +1,373 @@
+// Async and queue delivery: the pooled event blocks, the publish side of deferred delivery,
+// consumer notification, the drain task of async subscriptions and the pop of queue ones.
+// See herald/detail/deferred.hpp for the block layout and herald/bus.hpp for the contracts.
+#include "herald/detail/deferred.hpp"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cerrno>
+#include <mutex>
+
+#include "core/internal.hpp"
+#include "core/quiescence.hpp"
+#include "herald/backoff.hpp"
+#include "herald/bus.hpp"
+
+namespace herald::detail {
+
+// ---- The block pool --------------------------------------------------------------------------
+//
+// Blocks come in size classes of 128 B << k. Each thread keeps a small cache per class; a
+// publisher thread allocates from its cache and a consumer thread frees into its own, and the
+// caches trade batches through a global list per class (one mutex per batch of `batch` blocks,
+// so a warm publish neither calls malloc nor takes a lock, except once per batch). Blocks larger
+// than the largest class are allocated and freed directly. Cached blocks are never returned to
+// the system; they stay reachable from the global lists (LeakSanitizer counts them as in use).
+
+namespace {
+
+constexpr std::size_t min_class_bytes = 128;
+constexpr std::uint32_t class_count = 10;  // 128 B .. 64 KiB
+constexpr std::uint32_t direct_class = class_count;
+constexpr std::uint32_t batch = 32;
+constexpr std::uint32_t cache_limit = 2 * batch;
+constexpr std::align_val_t block_align{64};
+
+struct free_block {
+  free_block* next;
+};
+
+struct global_class {
+  std::mutex mutex;
+  free_block* head = nullptr;  // guarded by mutex
+};
+std::array<global_class, class_count> global_pool;
+
+std::atomic<int> injected_failures{0};
+
+struct thread_cache {
+  std::array<free_block*, class_count> head{};
+  std::array<std::uint32_t, class_count> count{};
+
+  ~thread_cache() {
+    for (std::uint32_t c = 0; c < class_count; ++c) {
+      flush(c, count[c]);
+    }
+  }
+  // Moves `n` cached blocks of class c to the global list.
+  void flush(std::uint32_t c, std::uint32_t n) noexcept {
+    if (n == 0) {
+      return;
+    }
+    free_block* first = head[c];
+    free_block* last = first;
+    for (std::uint32_t i = 1; i < n; ++i) {
+      last = last->next;
+    }
+    head[c] = last->next;
+    count[c] -= n;
+    std::lock_guard lock(global_pool[c].mutex);
+    last->next = global_pool[c].head;
+    global_pool[c].head = first;
+  }
+  // Takes up to `batch` blocks of class c from the global list.
+  void refill(std::uint32_t c) noexcept {
+    std::lock_guard lock(global_pool[c].mutex);
+    for (std::uint32_t i = 0; i < batch && global_pool[c].head != nullptr; ++i) {
+      free_block* b = global_pool[c].head;
+      global_pool[c].head = b->next;
+      b->next = head[c];
+      head[c] = b;
+      ++count[c];
+    }
+  }
+};
+thread_local thread_cache tls_cache;
+
+std::uint32_t class_of(std::size_t bytes) noexcept {
+  if (bytes <= min_class_bytes) {
+    return 0;
+  }
+  const auto k = static_cast<std::uint32_t>(std::bit_width(bytes - 1) - 7);  // 2^7 = 128
+  return k < class_count ? k : direct_class;
+}
+
+std::size_t class_bytes(std::uint32_t c) noexcept { return min_class_bytes << c; }
+
+void* allocate_block(std::size_t bytes, std::uint32_t* cls) noexcept {
+  if (injected_failures.load(std::memory_order_relaxed) > 0 &&
+      injected_failures.fetch_sub(1, std::memory_order_relaxed) > 0) {
+    return nullptr;
+  }
+  const std::uint32_t c = class_of(bytes);
+  *cls = c;
+  if (c == direct_class) {
+    return ::operator new(bytes, block_align, std::nothrow);
+  }
+  thread_cache& tc = tls_cache;
+  if (tc.head[c] == nullptr) {
+    tc.refill(c);
+  }
+  if (free_block* b = tc.head[c]) {
+    tc.head[c] = b->next;
+    --tc.count[c];
+    return b;
+  }
+  return ::operator new(class_bytes(c), block_align, std::nothrow);
+}
+
+void free_block_memory(void* p, std::uint32_t c) noexcept {
+  if (c == direct_class) {
+    ::operator delete(p, block_align);
+    return;
+  }
+  thread_cache& tc = tls_cache;
+  auto* b = static_cast<free_block*>(p);
+  b->next = tc.head[c];
+  tc.head[c] = b;
+  if (++tc.count[c] > cache_limit) {
+    tc.flush(c, batch);
+  }
+}
+
+constexpr std::size_t round_up(std::size_t n, std::size_t a) noexcept {
+  return (n + a - 1) / a * a;
+}
+
+std::int64_t now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+void inject_allocation_failures(int count) noexcept {
+  injected_failures.store(count, std::memory_order_relaxed);
+}
+
+void release_block(event_block* b) noexcept {
+  // acq_rel: the last release sees every consumer's reads of the payload before destroying it.
+  if (b->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) {
+    return;
+  }
+  b->ops->destroy(const_cast<void*>(b->payload()));
+  const std::uint32_t c = b->size_class;
+  b->~event_block();
+  free_block_memory(b, c);
+}
+
+// ---- Publish side ----------------------------------------------------------------------------
+
+result<std::size_t> publish_deferred(const list_core& l, sub_core* const* items, std::uint32_t n,
+                                     event_type type, const void* safe,
+                                     const payload_ops& ops) noexcept {
+  std::uint32_t k = 0;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    k += sub_callable(*items[i]) ? 1u : 0u;
+  }
+  if (k == 0) {
+    return std::size_t{0};  // no snapshot when nobody would receive it
+  }
+  const std::size_t payload_offset = round_up(sizeof(event_block), std::max<std::size_t>(ops.align, 16));
+  const std::size_t nodes_offset = round_up(payload_offset + ops.size, alignof(event_node));
+  const std::size_t bytes = nodes_offset + std::size_t{k} * sizeof(event_node);
+  std::uint32_t cls = 0;
+  void* mem = allocate_block(bytes, &cls);
+  if (mem == nullptr) {
+    return unexpected(errc::no_memory);
+  }
+  auto* b = ::new (mem) event_block;
+  b->size_class = cls;
+  b->payload_offset = static_cast<std::uint32_t>(payload_offset);
+  b->ops = &ops;
+  b->type = type;
+  if (!ops.copy(static_cast<unsigned char*>(mem) + payload_offset, safe)) {
+    b->~event_block();
+    free_block_memory(mem, cls);
+    return unexpected(errc::no_memory);
+  }
+  // relaxed: a counter; the pushes below (release) publish the value with the block.
+  b->sequence = const_cast<list_core&>(l).sequence.fetch_add(1, std::memory_order_relaxed) + 1;
+  b->when_ns = now_ns();
+  auto* nodes = reinterpret_cast<event_node*>(static_cast<unsigned char*>(mem) + nodes_offset);
+  std::uint32_t used = 0;
+  for (std::uint32_t i = 0; i < n && used < k; ++i) {
+    if (sub_callable(*items[i])) {
+      event_node* node = ::new (&nodes[used]) event_node;
+      node->block = b;
+      node->target = items[i];
+      ++used;
+    }
+  }
+  b->nodes = used;
+  // One reference per node, plus the publisher's until the end of this function.
+  b->refs.store(used + 1, std::memory_order_relaxed);
+  for (std::uint32_t i = 0; i < used; ++i) {
+    deferred_core& d = *nodes[i].target->deferred;
+    // relaxed: an approximate gauge (size_approx), not a synchronisation point.
+    d.pending.fetch_add(1, std::memory_order_relaxed);
+    d.queue.push(nodes[i]);
+    notify_consumer(d);
+  }
+  release_block(b);
+  return std::size_t{used};
+}
+
+void notify_consumer(deferred_core& d) noexcept {
+  if (d.mode == deferred_mode::async) {
+    d.notify();
+    return;
+  }
+  // Edge-triggered: only the push that arms the queue notifies; the consumer disarms when it
+  // finds the queue empty (queue_pop). seq_cst: pairs with the consumer's disarm and re-check.
+  if (d.armed.load(std::memory_order_seq_cst) || d.armed.exchange(true, std::memory_order_seq_cst)) {
+    return;
+  }
+  switch (d.notify_how) {
+    case notify_kind::none:
+      break;
+    case notify_kind::tasklet:
+      d.notify_tasklet.wake();
+      break;
+    case notify_kind::fd: {
+      const std::uint64_t one = 1;
+      ssize_t r;
+      do {
+        r = ::write(d.notify_fd, &one, sizeof one);
+      } while (r < 0 && errno == EINTR);
+      break;  // EAGAIN: the counter is saturated, so the fd is readable anyway
+    }
+    case notify_kind::callback:
+      try {
+        d.notify_callback();
+      } catch (...) {
+        // A notification callback must not throw; publish never throws.
+      }
+      break;
+  }
+}
+
+// ---- Consumer side ---------------------------------------------------------------------------
+
+namespace {
+
+bool should_discard(const deferred_core& d) noexcept {
+  const sub_core& s = *d.sub;
+  if (s.list->bus->discard_pending.load(std::memory_order_acquire)) {
+    return true;
+  }
+  return d.discard_on_end && (s.flags.load(std::memory_order_acquire) & sub_ended) != 0;
+}
+
+// The async subscription reached END: every event queued before it was handled. Destroys the
+// handler and drops the consumer's reference (which may free the subscription and this task).
+void finish_async(deferred_core& d) noexcept {
+  sub_core* s = d.sub;
+  if (s->handler != nullptr) {
+    s->destroy(s->handler);
+    s->handler = nullptr;
+  }
+  d.end_reached.store(true, std::memory_order_release);
+  sub_release(s);
+}
+
+}  // namespace
+
+bool run_async(task& t) noexcept {
+  auto& d = static_cast<deferred_core&>(t);
+  std::uint32_t budget = d.events_per_run;
+  while (budget > 0) {
+    mpsc_node* n = d.queue.pop();
+    if (n == nullptr) {
+      if (d.queue.empty_approx()) {
+        return true;
+      }
+      cpu_relax();  // a push is half done
+      continue;
+    }
+    auto& node = static_cast<event_node&>(*n);
+    if (node.block == nullptr) {
+      finish_async(d);
+      return false;  // the task may be gone
+    }
+    // relaxed: gauge and counters read by diagnostics only.
+    d.pending.fetch_sub(1, std::memory_order_relaxed);
+    if (should_discard(d)) {
+      d.discarded.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      d.deliver(*d.sub, *node.block);
+      d.delivered.fetch_add(1, std::memory_order_relaxed);
+    }
+    release_block(node.block);
+    --budget;
+  }
+  // The budget is spent: run again after the tasks already queued on this worker, so that the
+  // remaining events do not wait for the next publish (HAProxy's default handler let them).
+  if (!d.queue.empty_approx()) {
+    d.wake();
+  }
+  return true;
+}
+
+event_node* queue_pop(deferred_core& d) noexcept {
+  if (d.end_popped) {
+    return nullptr;
+  }
+  for (;;) {
+    if (mpsc_node* n = d.queue.pop()) {
+      auto* node = static_cast<event_node*>(n);
+      if (node->block == nullptr) {
+        d.end_popped = true;
+      } else {
+        d.pending.fetch_sub(1, std::memory_order_relaxed);
+        if (should_discard(d)) {
+          d.discarded.fetch_add(1, std::memory_order_relaxed);
+          release_block(node->block);
+          continue;
+        }
+        d.delivered.fetch_add(1, std::memory_order_relaxed);
+      }
+      return node;
+    }
+    if (!d.queue.empty_approx()) {
+      cpu_relax();  // a push is half done
+      continue;
+    }
+    // Empty: reset the fd, disarm, then look again. A push after the disarm re-arms and
+    // notifies; one before it is seen by the second look.
+    if (d.notify_how == notify_kind::fd) {
+      std::uint64_t v;
+      (void)::read(d.notify_fd, &v, sizeof v);
+    }
+    d.armed.store(false, std::memory_order_seq_cst);
+    if (d.queue.empty_approx()) {
+      return nullptr;
+    }
+  }
+}
+
+deferred_core::deferred_core(executor_ref ex, run_on where) noexcept
+    : task(&run_async, ex, where) {}
+
+deferred_core::~deferred_core() {
+  // Nothing can push any more (the membership ended a grace period ago, or never began):
+  // release what nobody consumed.
+  while (mpsc_node* n = queue.pop()) {
+    auto* node = static_cast<event_node*>(n);
+    if (node->block != nullptr) {
+      release_block(node->block);
+    }
+  }
+  if (notify_fd >= 0) {
+    ::close(notify_fd);
+  }
+}
+
+int make_event_fd() noexcept { return ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+}  // namespace herald::detail

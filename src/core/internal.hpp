@@ -1,0 +1,57 @@
+// src/core/internal.hpp - state of the bus shared by the core's .cpp files (private to herald).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "herald/bus.hpp"
+#include "herald/scheduler.hpp"
+
+namespace herald::detail {
+
+struct bus_core {
+  std::atomic<std::uint32_t> refs{1};
+  std::atomic<std::uint64_t> exceptions{0};
+  std::mutex hook_mutex;
+  std::shared_ptr<const error_hook> hook;  // guarded by hook_mutex
+
+  bus_options options;  // immutable after construction
+
+  // Shutdown: set once (under lists_mutex); read by subscribes (under their list mutex).
+  std::atomic<bool> shutting_down{false};
+  // Set by a shutdown that discards: drain tasks and queue pops drop events instead of
+  // delivering them. Memory ordering: release store, acquire loads.
+  std::atomic<bool> discard_pending{false};
+
+  std::mutex lists_mutex;
+  std::vector<list_core*> lists;  // every live sub_list object of the bus; guarded by lists_mutex
+
+  std::mutex shutdown_mutex;   // one shutdown at a time
+  bool shutdown_done = false;  // guarded by shutdown_mutex
+
+  // The bus's own workers, started by the first async subscription that names no executor,
+  // and the tasklet that reclaims on them when a subscription ended inside a publish.
+  std::mutex scheduler_mutex;
+  std::unique_ptr<scheduler> workers;  // guarded by scheduler_mutex
+  tasklet reclaimer;                   // set with `workers`
+};
+
+/// The bus's workers, started on first use. Errors: what starting them throws.
+scheduler& bus_workers(bus_core& b);
+/// Has the bus's workers run a reclamation soon (from inside a publish, where nothing waits).
+void request_reclaim(bus_core& b) noexcept;
+/// Ends `s` (idempotent) and, outside a read section, waits until it is reclaimed.
+void unsubscribe_core(sub_core* s) noexcept;
+
+void bus_release(bus_core* b) noexcept;
+void list_release(list_core* l) noexcept;
+void sub_release(sub_core* s) noexcept;
+
+/// The drain task of async subscriptions (deferred_core's run function).
+bool run_async(task& t) noexcept;
+
+}  // namespace herald::detail

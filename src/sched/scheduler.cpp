@@ -1,0 +1,371 @@
+// The sched layer: task state machine, worker threads with per-thread run queues, tasklets.
+// See herald/scheduler.hpp for the contract.
+#include "herald/scheduler.hpp"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "herald/backoff.hpp"
+#include "herald/error.hpp"
+
+namespace herald {
+
+// ---- task ------------------------------------------------------------------------------------
+
+void task::wake() noexcept {
+  std::uint32_t s = state_.load(std::memory_order_acquire);
+  for (;;) {
+    switch (s) {
+      case idle:
+        // acq_rel: the run that follows sees what the waker wrote before (release), and the
+        // waker sees the previous run's writes (acquire of its release to idle).
+        if (state_.compare_exchange_weak(s, queued, std::memory_order_acq_rel,
+                                         std::memory_order_acquire)) {
+          if (hold_ != nullptr) {
+            hold_(*this);
+          }
+          ex_.post(*this, where_);
+          return;
+        }
+        break;
+      case queued:
+      case running_rewake:
+        // An RMW writing the same value: the run that is pending reads-from it (acquire) and
+        // so sees what this waker wrote before the wake-up.
+        if (state_.compare_exchange_weak(s, s, std::memory_order_acq_rel,
+                                         std::memory_order_acquire)) {
+          return;
+        }
+        break;
+      case running:
+        if (state_.compare_exchange_weak(s, running_rewake, std::memory_order_acq_rel,
+                                         std::memory_order_acquire)) {
+          return;
+        }
+        break;
+      default:
+        HERALD_ASSERT(false, "task state corrupted (a task used after its end?)");
+    }
+  }
+}
+
+void task::execute(task& t) noexcept {
+  // acq_rel: pairs with the wake-up that queued it (and with same-value RMWs of later wakers).
+  // seq_cst: also pairs with notify()'s seq_cst load (see there).
+  t.state_.exchange(running, std::memory_order_seq_cst);
+  if (!t.run_(t)) {
+    return;  // the run ended the task's life
+  }
+  std::uint32_t s = running;
+  // Read before the task goes idle: from then on another thread may run it, end it and free
+  // it (a task without hooks is not touched after the transition).
+  const ref_fn release = t.release_;
+  // release: the next run (after a later wake-up's acquire) sees what this one wrote.
+  if (t.state_.compare_exchange_strong(s, idle, std::memory_order_acq_rel,
+                                       std::memory_order_acquire)) {
+    if (release != nullptr) {
+      release(t);  // the queued episode's reference keeps it alive until here; may free it
+    }
+    return;
+  }
+  // Woken while running: one more run, after this one; the queued episode continues.
+  t.state_.store(queued, std::memory_order_relaxed);
+  t.ex_.post(t, t.where_);
+}
+
+// ---- scheduler -------------------------------------------------------------------------------
+
+namespace {
+
+struct worker {
+  detail::mpsc_queue queue;
+  // Sleep protocol (see post()): the worker announces `idle` (seq_cst), re-checks its queue,
+  // then waits for `epoch` to change; a poster pushes (seq_cst), then bumps `epoch` if it sees
+  // the worker idle. One of the two always sees the other.
+  alignas(64) std::atomic<bool> idle{false};
+  std::atomic<std::uint32_t> epoch{0};
+  worker_info info;
+  std::thread thread;
+};
+
+struct current_worker {
+  const scheduler::impl* owner = nullptr;
+  worker* self = nullptr;
+};
+thread_local current_worker tls_current;
+thread_local unsigned tls_round_robin = 0;
+
+}  // namespace
+
+struct scheduler::impl {
+  scheduler_options opt;
+  std::vector<std::unique_ptr<worker>> workers;
+  std::vector<unsigned> group_first;
+  std::vector<unsigned> group_size;
+  std::atomic<bool> stopping{false};
+  // Set by stop() once the workers are joined: posts then run in the poster's thread.
+  std::atomic<bool> joined{false};
+  std::mutex stop_mutex;   // one stop() at a time
+  std::mutex drain_mutex;  // the single consumer of every queue once joined
+  std::atomic<std::uint64_t> tasks_run{0};
+  std::atomic<std::uint64_t> sleeps{0};
+
+  worker& pick(run_on where) noexcept {
+    const auto n = static_cast<unsigned>(workers.size());
+    const current_worker& cur = tls_current;
+    const bool here = cur.owner == this;
+    switch (where.where()) {
+      case run_on::kind::thread:
+        HERALD_ASSERT(where.index() < n, "run_on::thread() names a thread the scheduler lacks");
+        return *workers[where.index()];
+      case run_on::kind::group: {
+        HERALD_ASSERT(where.index() < group_first.size(),
+                      "run_on::group() names a group the scheduler lacks");
+        if (here && cur.self->info.group == where.index()) {
+          return *cur.self;
+        }
+        const unsigned k = tls_round_robin++ % group_size[where.index()];
+        return *workers[group_first[where.index()] + k];
+      }
+      case run_on::kind::any:
+        break;
+    }
+    if (here) {
+      return *cur.self;
+    }
+    return *workers[tls_round_robin++ % n];
+  }
+
+  void drain_inline() noexcept {
+    std::lock_guard lock(drain_mutex);
+    for (bool again = true; again;) {
+      again = false;
+      for (auto& w : workers) {
+        while (!w->queue.empty_approx()) {
+          if (detail::mpsc_node* n = w->queue.pop()) {
+            tasks_run.fetch_add(1, std::memory_order_relaxed);
+            task::execute(static_cast<task&>(*n));
+            again = true;
+          } else {
+            cpu_relax();  // a push is half done
+          }
+        }
+      }
+    }
+  }
+
+  static void post(void* self, task& t, run_on where) noexcept {
+    auto& s = *static_cast<impl*>(self);
+    worker& w = s.pick(where);
+    w.queue.push(t);
+    // seq_cst loads: each pairs with the other side's seq_cst store (see `worker`).
+    if (s.joined.load(std::memory_order_seq_cst)) [[unlikely]] {
+      s.drain_inline();
+      return;
+    }
+    if (w.idle.load(std::memory_order_seq_cst)) {
+      w.epoch.fetch_add(1, std::memory_order_release);
+      w.epoch.notify_one();
+    }
+  }
+
+  void run(worker& w) noexcept {
+    tls_current = current_worker{this, &w};
+    const auto spin = std::chrono::microseconds(opt.spin_before_sleep_us);
+    for (;;) {
+      if (detail::mpsc_node* n = w.queue.pop()) {
+        tasks_run.fetch_add(1, std::memory_order_relaxed);
+        task::execute(static_cast<task&>(*n));
+        continue;
+      }
+      if (!w.queue.empty_approx()) {
+        cpu_relax();  // a push is half done
+        continue;
+      }
+      if (stopping.load(std::memory_order_acquire)) {
+        break;  // what is posted later is drained by stop()
+      }
+      // Poll a little before sleeping: back-to-back events then cost no futex round trip.
+      if (spin.count() > 0) {
+        const auto until = std::chrono::steady_clock::now() + spin;
+        bool got = false;
+        for (unsigned i = 1; !got; ++i) {
+          cpu_relax();
+          got = !w.queue.empty_approx() || stopping.load(std::memory_order_relaxed);
+          if (!got && i % 64 == 0 && std::chrono::steady_clock::now() >= until) {
+            break;
+          }
+        }
+        if (got) {
+          continue;
+        }
+      }
+      const std::uint32_t e = w.epoch.load(std::memory_order_acquire);
+      w.idle.store(true, std::memory_order_seq_cst);
+      if (!w.queue.empty_approx() || stopping.load(std::memory_order_seq_cst)) {
+        w.idle.store(false, std::memory_order_relaxed);
+        continue;
+      }
+      sleeps.fetch_add(1, std::memory_order_relaxed);
+      w.epoch.wait(e, std::memory_order_acquire);
+      w.idle.store(false, std::memory_order_relaxed);
+    }
+    tls_current = current_worker{};
+  }
+};
+
+scheduler::scheduler(scheduler_options opt) : impl_(std::make_unique<impl>()) {
+  impl& s = *impl_;
+  if (opt.threads == 0) {
+    opt.threads = std::max(1u, std::thread::hardware_concurrency());
+  }
+  HERALD_ASSERT(opt.groups >= 1 && opt.groups <= opt.threads,
+                "scheduler_options::groups must be between 1 and the thread count");
+  s.opt = opt;
+  const unsigned base = opt.threads / opt.groups;
+  const unsigned extra = opt.threads % opt.groups;
+  unsigned next = 0;
+  for (unsigned g = 0; g < opt.groups; ++g) {
+    const unsigned size = base + (g < extra ? 1 : 0);
+    s.group_first.push_back(next);
+    s.group_size.push_back(size);
+    for (unsigned k = 0; k < size; ++k) {
+      auto w = std::make_unique<worker>();
+      w->info = worker_info{next + k, g, k};
+      s.workers.push_back(std::move(w));
+    }
+    next += size;
+  }
+  for (auto& w : s.workers) {
+    worker* wp = w.get();
+    try {
+      w->thread = std::thread([&s, wp] { s.run(*wp); });
+    } catch (const std::system_error&) {
+      HERALD_ASSERT(false, "scheduler: cannot start a worker thread");
+    }
+    char name[16];
+    std::snprintf(name, sizeof name, "%.8s/%u.%u", s.opt.name.c_str(), wp->info.group,
+                  wp->info.in_group);
+    (void)pthread_setname_np(w->thread.native_handle(), name);
+  }
+}
+
+scheduler::~scheduler() { stop(); }
+
+void scheduler::stop() noexcept {
+  impl& s = *impl_;
+  HERALD_ASSERT(tls_current.owner != impl_.get(),
+                "scheduler::stop() called on one of its own workers (it would join itself)");
+  std::lock_guard lock(s.stop_mutex);
+  if (s.joined.load(std::memory_order_relaxed)) {
+    return;
+  }
+  s.stopping.store(true, std::memory_order_seq_cst);
+  for (auto& w : s.workers) {
+    w->epoch.fetch_add(1, std::memory_order_release);
+    w->epoch.notify_one();
+  }
+  for (auto& w : s.workers) {
+    if (w->thread.joinable()) {
+      w->thread.join();
+    }
+  }
+  s.joined.store(true, std::memory_order_seq_cst);
+  s.drain_inline();
+}
+
+executor_ref scheduler::executor() noexcept { return executor_ref(impl_.get(), &impl::post); }
+
+unsigned scheduler::threads() const noexcept {
+  return static_cast<unsigned>(impl_->workers.size());
+}
+unsigned scheduler::groups() const noexcept {
+  return static_cast<unsigned>(impl_->group_first.size());
+}
+unsigned scheduler::group_of(unsigned thread) const noexcept {
+  HERALD_ASSERT(thread < threads(), "group_of(): no such thread");
+  return impl_->workers[thread]->info.group;
+}
+unsigned scheduler::first_thread_of(unsigned group) const noexcept {
+  HERALD_ASSERT(group < groups(), "first_thread_of(): no such group");
+  return impl_->group_first[group];
+}
+unsigned scheduler::threads_in(unsigned group) const noexcept {
+  HERALD_ASSERT(group < groups(), "threads_in(): no such group");
+  return impl_->group_size[group];
+}
+const worker_info* scheduler::current() const noexcept {
+  const current_worker& cur = tls_current;
+  return cur.owner == impl_.get() ? &cur.self->info : nullptr;
+}
+std::uint64_t scheduler::tasks_run_approx() const noexcept {
+  return impl_->tasks_run.load(std::memory_order_relaxed);
+}
+std::uint64_t scheduler::sleeps_approx() const noexcept {
+  return impl_->sleeps.load(std::memory_order_relaxed);
+}
+
+// ---- tasklet ---------------------------------------------------------------------------------
+
+struct tasklet::core : task {
+  core(executor_ref ex, run_on where, std::function<void()> f)
+      : task(&core::run_once, ex, where, &core::hold, &core::release), fn(std::move(f)) {}
+
+  static bool run_once(task& t) noexcept {
+    auto& c = static_cast<core&>(t);
+    try {
+      c.fn();
+    } catch (...) {
+      c.exceptions.fetch_add(1, std::memory_order_relaxed);
+    }
+    return true;
+  }
+  static void hold(task& t) noexcept {
+    static_cast<core&>(t).refs.fetch_add(1, std::memory_order_relaxed);
+  }
+  static void release(task& t) noexcept { drop(&static_cast<core&>(t)); }
+  static void drop(core* c) noexcept {
+    // acq_rel: the last dropper sees every use of the tasklet before destroying it.
+    if (c->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      delete c;
+    }
+  }
+
+  std::atomic<std::uint32_t> refs{1};
+  std::atomic<std::uint64_t> exceptions{0};
+  std::function<void()> fn;
+};
+
+tasklet scheduler::make_tasklet(std::function<void()> fn, run_on where) {
+  HERALD_ASSERT(static_cast<bool>(fn), "make_tasklet() with an empty callable");
+  return tasklet(new tasklet::core(executor(), where, std::move(fn)));
+}
+
+tasklet::tasklet(const tasklet& o) noexcept : core_(o.core_) {
+  if (core_ != nullptr) {
+    core::hold(*core_);
+  }
+}
+tasklet::tasklet(tasklet&& o) noexcept : core_(std::exchange(o.core_, nullptr)) {}
+tasklet& tasklet::operator=(tasklet o) noexcept {
+  std::swap(core_, o.core_);
+  return *this;
+}
+tasklet::~tasklet() {
+  if (core_ != nullptr) {
+    core::drop(core_);
+  }
+}
+void tasklet::wake() const noexcept {
+  HERALD_ASSERT(core_ != nullptr, "wake() on an empty tasklet handle");
+  core_->wake();
+}
+
+}  // namespace herald
