@@ -15,8 +15,10 @@ packages=(
   libgmock-dev   # GoogleMock
   libbenchmark-dev  # Google Benchmark (herald_microbench)
   libxxhash-dev  # xxHash (subscription ids), used header-only
+  libasio-dev    # standalone asio (herald/asio.hpp adapter, its test and example), header-only
   libboost-dev   # Boost.Signals2, a peer in herald_microbench
   libsigc++-3.0-dev  # libsigc++ 3, a peer in herald_microbench
+  libconcurrentqueue-dev  # moodycamel ConcurrentQueue, a peer in herald_microbench (async)
 )
 # shellcheck disable=SC2206
 packages+=(${HERALD_APT_EXTRA:-})

@@ -25,9 +25,14 @@
 //   - A tasklet is kept alive by its handles and, while queued or running, by the scheduler:
 //     dropping the last handle from inside its own run is safe (HAProxy's "task frees itself on
 //     END" pattern); a later wake-up through another path is impossible, since no handle is left.
-//   - stop() (and the destructor) runs every task already queued, and every task they wake,
-//     until the run queues are empty, then joins the workers. A wake-up after the workers are
-//     gone runs the task inline in the waking thread, so nothing woken is ever lost.
+//   - stop() (and the destructor) lets the workers run every task already queued, and every
+//     task they wake, each on the thread its placement names, until all run queues are empty;
+//     then it joins the workers. A wake-up after the workers are gone runs the task inline in
+//     the waking thread (or, if another thread is already running leftover tasks at that
+//     moment, in that thread, before it returns), so nothing woken is ever lost. A wake-up from
+//     outside that races with stop() gets either treatment.
+//   - A scheduler must outlive every task bound to its executor() (tasklets included): a
+//     wake-up after its destruction is a use after free.
 //
 // Memory ordering
 //   A wake-up happens before the run it causes (the task's state transition is acq_rel, and the
@@ -181,9 +186,11 @@ class scheduler {
   /// stop(). Thread safety: not concurrent with other uses; never on one of its workers.
   ~scheduler();
 
-  /// Runs every queued task (and what they wake) to completion, then joins the workers.
-  /// Idempotent. Later wake-ups run inline in the waking thread. Blocking: yes. Handler
-  /// context: not from one of this scheduler's workers (it would join itself; aborts).
+  /// Lets the workers run every queued task (and what they wake) to completion, then joins
+  /// them and runs what was woken from outside meanwhile. Idempotent; concurrent calls all
+  /// return once the queues are empty. Later wake-ups run inline (see the file comment).
+  /// Blocking: yes. Handler context: not from one of this scheduler's workers (it would join
+  /// itself; aborts); from a task that a drain after stop() runs, returns at once.
   void stop() noexcept;
 
   /// The executor that runs tasks on these workers. Allocation: none.

@@ -166,13 +166,17 @@ void release_block(event_block* b) noexcept {
 result<std::size_t> publish_deferred(const list_core& l, sub_core* const* items, std::uint32_t n,
                                      event_type type, const void* safe,
                                      const payload_ops& ops) noexcept {
-  std::uint32_t k = 0;
-  for (std::uint32_t i = 0; i < n; ++i) {
-    k += sub_callable(*items[i]) ? 1u : 0u;
+  // One link per async or queue subscription of the array: whether each is callable is
+  // decided once, in the loop that fills the links below (counting first and filling later
+  // could let a subscription resumed in between take the link of an active one).
+  bool any = false;
+  for (std::uint32_t i = 0; i < n && !any; ++i) {
+    any = sub_callable(*items[i]);
   }
-  if (k == 0) {
+  if (!any) {
     return std::size_t{0};  // no snapshot when nobody would receive it
   }
+  const std::uint32_t k = n;
   const std::size_t payload_offset = round_up(sizeof(event_block), std::max<std::size_t>(ops.align, 16));
   const std::size_t nodes_offset = round_up(payload_offset + ops.size, alignof(event_node));
   const std::size_t bytes = nodes_offset + std::size_t{k} * sizeof(event_node);
@@ -196,7 +200,7 @@ result<std::size_t> publish_deferred(const list_core& l, sub_core* const* items,
   b->when_ns = now_ns();
   auto* nodes = reinterpret_cast<event_node*>(static_cast<unsigned char*>(mem) + nodes_offset);
   std::uint32_t used = 0;
-  for (std::uint32_t i = 0; i < n && used < k; ++i) {
+  for (std::uint32_t i = 0; i < n; ++i) {
     if (sub_callable(*items[i])) {
       event_node* node = ::new (&nodes[used]) event_node;
       node->block = b;
@@ -209,8 +213,6 @@ result<std::size_t> publish_deferred(const list_core& l, sub_core* const* items,
   b->refs.store(used + 1, std::memory_order_relaxed);
   for (std::uint32_t i = 0; i < used; ++i) {
     deferred_core& d = *nodes[i].target->deferred;
-    // relaxed: an approximate gauge (size_approx), not a synchronisation point.
-    d.pending.fetch_add(1, std::memory_order_relaxed);
     d.queue.push(nodes[i]);
     notify_consumer(d);
   }
@@ -256,6 +258,12 @@ void notify_consumer(deferred_core& d) noexcept {
 
 namespace {
 
+// Counts one on a counter only the consumer writes: a plain load and store, no RMW.
+// relaxed: read by diagnostics only.
+void bump(std::atomic<std::uint64_t>& c) noexcept {
+  c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
 bool should_discard(const deferred_core& d) noexcept {
   const sub_core& s = *d.sub;
   if (s.list->bus->discard_pending.load(std::memory_order_acquire)) {
@@ -295,13 +303,12 @@ bool run_async(task& t) noexcept {
       finish_async(d);
       return false;  // the task may be gone
     }
-    // relaxed: gauge and counters read by diagnostics only.
-    d.pending.fetch_sub(1, std::memory_order_relaxed);
+    // relaxed: counters read by diagnostics only.
     if (should_discard(d)) {
-      d.discarded.fetch_add(1, std::memory_order_relaxed);
+      bump(d.discarded);
     } else {
       d.deliver(*d.sub, *node.block);
-      d.delivered.fetch_add(1, std::memory_order_relaxed);
+      bump(d.delivered);
     }
     release_block(node.block);
     --budget;
@@ -324,13 +331,12 @@ event_node* queue_pop(deferred_core& d) noexcept {
       if (node->block == nullptr) {
         d.end_popped = true;
       } else {
-        d.pending.fetch_sub(1, std::memory_order_relaxed);
         if (should_discard(d)) {
-          d.discarded.fetch_add(1, std::memory_order_relaxed);
+          bump(d.discarded);
           release_block(node->block);
           continue;
         }
-        d.delivered.fetch_add(1, std::memory_order_relaxed);
+        bump(d.delivered);
       }
       return node;
     }

@@ -152,6 +152,7 @@ void reclaim_sub(retire_node* n) noexcept {
     // relaxed: taking a reference from one we hold. It keeps s and d alive until the
     // notification returned, even if the consumer reaches END and drops its own at once.
     s->refs.fetch_add(1, std::memory_order_relaxed);
+    d.end_queued.store(true, std::memory_order_relaxed);
     d.queue.push(d.end_node);
     notify_consumer(d);
     sub_release(s);
@@ -743,7 +744,10 @@ bus::~bus() {
   global_.reset();
   reclaim();
   {
+    // Every task bound to the workers is done (shutdown ran them to their END); the reclaimer
+    // goes first, since a tasklet must not outlive its scheduler.
     std::lock_guard lock(core_->scheduler_mutex);
+    core_->reclaimer = tasklet();
     core_->workers.reset();
   }
   detail::bus_release(core_);
@@ -896,8 +900,10 @@ void release_queue(sub_core* s) noexcept {
 int queue_fd(const sub_core& s) noexcept { return s.deferred->notify_fd; }
 
 std::size_t queue_size_approx(const sub_core& s) noexcept {
-  const std::int64_t n = s.deferred->pending.load(std::memory_order_relaxed);
-  return n > 0 ? static_cast<std::size_t>(n) : 0;
+  const deferred_core& d = *s.deferred;
+  const std::size_t n = d.queue.size_approx();
+  // END is a node too: do not count it.
+  return d.end_queued.load(std::memory_order_relaxed) && n > 0 ? n - 1 : n;
 }
 
 }  // namespace detail

@@ -104,16 +104,47 @@ thread_local unsigned tls_round_robin = 0;
 
 }  // namespace
 
+// How stop() ends. herald/scheduler.hpp promises that the workers run every task queued and
+// every task those wake, and are joined only then; a worker leaving as soon as its own queue
+// is empty would strand (or move to the stopping thread) what a busier worker wakes for it.
+//   1. stop() sets `stopping` and wakes every worker.
+//   2. A worker that finds its queue empty while `stopping` is set *parks*: it counts itself in
+//      `parking` and sleeps until its queue gets work (it then unparks before it pops anything)
+//      or until `finished`. One atomic word holds both the number of parked workers and the
+//      number of unparks so far, so that one load sees both at the same instant.
+//   3. A parked worker checks whether all are done (all_drained()): every worker parked, no
+//      queue pushed to since its worker parked, and `parking` unchanged across the check (no
+//      worker unparked in between, so none ran anything, so no running task could still wake
+//      one). The first to see it sets `finished` and wakes the others; they all exit. Every
+//      worker checks as it parks, so the last one to park always sees it.
+//   A wake-up from outside that races with stop() may land after its worker left: stop()'s
+//   drain runs it once the workers are joined, like any wake-up after that point.
+//
+// After the join (`joined`), post() pushes as usual, then drains every queue in the posting
+// thread. Draining is combined and never blocks a poster: one thread at a time holds
+// `drainer` and runs everything queued; a poster that finds another thread draining leaves its
+// task to it (it counts a request, which the drainer reads after letting `drainer` go). A run
+// that wakes a task from inside a drain (itself, another one) is thus run by the drain loop in
+// progress, never by a nested drain (which would wait for itself).
 struct scheduler::impl {
   scheduler_options opt;
   std::vector<std::unique_ptr<worker>> workers;
   std::vector<unsigned> group_first;
   std::vector<unsigned> group_size;
   std::atomic<bool> stopping{false};
+  // Low 32 bits: workers parked (stop in progress). High 32 bits: unparks so far (wrapping;
+  // a check would need 2^32 unparks during its few loads to be fooled).
+  static constexpr std::uint64_t one_parked = 1;
+  static constexpr std::uint64_t one_unpark = std::uint64_t{1} << 32;
+  std::atomic<std::uint64_t> parking{0};
+  std::atomic<bool> finished{false};  // all drained: the workers exit
   // Set by stop() once the workers are joined: posts then run in the poster's thread.
   std::atomic<bool> joined{false};
-  std::mutex stop_mutex;   // one stop() at a time
-  std::mutex drain_mutex;  // the single consumer of every queue once joined
+  std::mutex stop_mutex;  // one stop() at a time joins the workers
+  // The thread running the queues once joined (a default id: none), and how many posts asked
+  // for a drain. seq_cst: see drain().
+  std::atomic<std::thread::id> drainer{};
+  std::atomic<std::uint64_t> drain_requests{0};
   std::atomic<std::uint64_t> tasks_run{0};
   std::atomic<std::uint64_t> sleeps{0};
 
@@ -143,20 +174,49 @@ struct scheduler::impl {
     return *workers[tls_round_robin++ % n];
   }
 
-  void drain_inline() noexcept {
-    std::lock_guard lock(drain_mutex);
+  // Runs every queue until a full pass finds them all empty. The caller holds `drainer`.
+  void run_queues() noexcept {
     for (bool again = true; again;) {
       again = false;
       for (auto& w : workers) {
-        while (!w->queue.empty_approx()) {
+        for (unsigned spins = 1; !w->queue.empty_approx(); ++spins) {
           if (detail::mpsc_node* n = w->queue.pop()) {
             tasks_run.fetch_add(1, std::memory_order_relaxed);
             task::execute(static_cast<task&>(*n));
             again = true;
-          } else {
+          } else if (spins % 64 != 0) {
             cpu_relax();  // a push is half done
+          } else {
+            std::this_thread::yield();  // and its producer may be descheduled
           }
         }
+      }
+    }
+  }
+
+  // Once joined: runs what is queued, in this thread unless another one is draining. With
+  // `wait` (stop()), waits for that drain to end and drains once more; without (post()),
+  // leaves the work to it. From inside a run of this thread's own drain, returns at once: the
+  // drain loop in progress runs what was queued.
+  void drain(bool wait) noexcept {
+    const std::thread::id me = std::this_thread::get_id();
+    for (;;) {
+      std::thread::id holder{};
+      // seq_cst, as every access to `drainer` and `drain_requests`: a poster counts its request,
+      // then tries to take `drainer`; the drainer lets `drainer` go, then reads the requests.
+      // One of the two sees the other (Dekker), so no request is left behind.
+      if (!drainer.compare_exchange_strong(holder, me, std::memory_order_seq_cst)) {
+        if (holder == me || !wait) {
+          return;
+        }
+        std::this_thread::yield();
+        continue;
+      }
+      const std::uint64_t seen = drain_requests.load(std::memory_order_seq_cst);
+      run_queues();
+      drainer.store(std::thread::id{}, std::memory_order_seq_cst);
+      if (drain_requests.load(std::memory_order_seq_cst) == seen) {
+        return;
       }
     }
   }
@@ -165,9 +225,10 @@ struct scheduler::impl {
     auto& s = *static_cast<impl*>(self);
     worker& w = s.pick(where);
     w.queue.push(t);
-    // seq_cst loads: each pairs with the other side's seq_cst store (see `worker`).
+    // seq_cst loads: each pairs with the other side's seq_cst store (see `worker`, stop()).
     if (s.joined.load(std::memory_order_seq_cst)) [[unlikely]] {
-      s.drain_inline();
+      s.drain_requests.fetch_add(1, std::memory_order_seq_cst);
+      s.drain(false);
       return;
     }
     if (w.idle.load(std::memory_order_seq_cst)) {
@@ -176,21 +237,90 @@ struct scheduler::impl {
     }
   }
 
+  // After setting `stopping` or `finished`: every worker re-checks them.
+  void wake_all() noexcept {
+    for (auto& w : workers) {
+      // seq_cst: a worker loads `epoch`, then re-checks the flag (both seq_cst) before it
+      // waits; this bump follows the flag's store, so the worker sees the flag or the new
+      // epoch.
+      w->epoch.fetch_add(1, std::memory_order_seq_cst);
+      w->epoch.notify_one();
+    }
+  }
+
+  // See "How stop() ends" above.
+  [[nodiscard]] bool all_drained() const noexcept {
+    const std::uint64_t before = parking.load(std::memory_order_seq_cst);
+    if ((before & (one_unpark - 1)) != workers.size()) {
+      return false;
+    }
+    for (const auto& w : workers) {
+      if (!w->queue.idle_approx()) {
+        return false;
+      }
+    }
+    return parking.load(std::memory_order_seq_cst) == before;
+  }
+
+  // Sleeps until `epoch` moves, unless the queue has work or `flag` is set: both re-checked
+  // after announcing `idle` (see `worker`).
+  void sleep(worker& w, const std::atomic<bool>& flag) noexcept {
+    const std::uint32_t e = w.epoch.load(std::memory_order_seq_cst);
+    w.idle.store(true, std::memory_order_seq_cst);
+    if (!w.queue.empty_approx() || flag.load(std::memory_order_seq_cst)) {
+      w.idle.store(false, std::memory_order_relaxed);
+      return;
+    }
+    sleeps.fetch_add(1, std::memory_order_relaxed);
+    w.epoch.wait(e, std::memory_order_acquire);
+    w.idle.store(false, std::memory_order_relaxed);
+  }
+
   void run(worker& w) noexcept {
     tls_current = current_worker{this, &w};
     const auto spin = std::chrono::microseconds(opt.spin_before_sleep_us);
+    bool is_parked = false;
+    unsigned half_done = 0;  // consecutive polls that found a push half done
     for (;;) {
+      if (is_parked) {
+        if (w.queue.empty_approx()) {
+          if (finished.load(std::memory_order_seq_cst)) {
+            break;
+          }
+          if (all_drained()) {
+            finished.store(true, std::memory_order_seq_cst);
+            wake_all();
+            break;
+          }
+          sleep(w, finished);
+          continue;
+        }
+        // Work arrived: unpark (one fewer parked, one more unpark, in one step) before popping
+        // anything: all_drained() relies on it.
+        parking.fetch_add(one_unpark - one_parked, std::memory_order_seq_cst);
+        is_parked = false;
+      }
       if (detail::mpsc_node* n = w.queue.pop()) {
+        half_done = 0;
         tasks_run.fetch_add(1, std::memory_order_relaxed);
         task::execute(static_cast<task&>(*n));
         continue;
       }
       if (!w.queue.empty_approx()) {
-        cpu_relax();  // a push is half done
+        // A push is half done. Its producer may have been descheduled between its two steps
+        // (more threads than cores): yield now and then rather than spin a whole time slice.
+        if (++half_done % 64 != 0) {
+          cpu_relax();
+        } else {
+          std::this_thread::yield();
+        }
         continue;
       }
-      if (stopping.load(std::memory_order_acquire)) {
-        break;  // what is posted later is drained by stop()
+      half_done = 0;
+      if (stopping.load(std::memory_order_seq_cst)) {
+        parking.fetch_add(one_parked, std::memory_order_seq_cst);
+        is_parked = true;
+        continue;
       }
       // Poll a little before sleeping: back-to-back events then cost no futex round trip.
       if (spin.count() > 0) {
@@ -207,15 +337,7 @@ struct scheduler::impl {
           continue;
         }
       }
-      const std::uint32_t e = w.epoch.load(std::memory_order_acquire);
-      w.idle.store(true, std::memory_order_seq_cst);
-      if (!w.queue.empty_approx() || stopping.load(std::memory_order_seq_cst)) {
-        w.idle.store(false, std::memory_order_relaxed);
-        continue;
-      }
-      sleeps.fetch_add(1, std::memory_order_relaxed);
-      w.epoch.wait(e, std::memory_order_acquire);
-      w.idle.store(false, std::memory_order_relaxed);
+      sleep(w, stopping);
     }
     tls_current = current_worker{};
   }
@@ -263,22 +385,23 @@ void scheduler::stop() noexcept {
   impl& s = *impl_;
   HERALD_ASSERT(tls_current.owner != impl_.get(),
                 "scheduler::stop() called on one of its own workers (it would join itself)");
-  std::lock_guard lock(s.stop_mutex);
-  if (s.joined.load(std::memory_order_relaxed)) {
-    return;
-  }
-  s.stopping.store(true, std::memory_order_seq_cst);
-  for (auto& w : s.workers) {
-    w->epoch.fetch_add(1, std::memory_order_release);
-    w->epoch.notify_one();
-  }
-  for (auto& w : s.workers) {
-    if (w->thread.joinable()) {
-      w->thread.join();
+  {
+    std::lock_guard lock(s.stop_mutex);
+    if (!s.joined.load(std::memory_order_relaxed)) {
+      s.stopping.store(true, std::memory_order_seq_cst);
+      s.wake_all();
+      for (auto& w : s.workers) {
+        if (w->thread.joinable()) {
+          w->thread.join();
+        }
+      }
+      s.joined.store(true, std::memory_order_seq_cst);
     }
   }
-  s.joined.store(true, std::memory_order_seq_cst);
-  s.drain_inline();
+  // What was woken from outside while the workers were leaving (and what that wakes). Every
+  // caller waits for a drain in progress, so no stop() returns before the queues are empty;
+  // a stop() from inside a run of this thread's own drain returns at once.
+  s.drain(true);
 }
 
 executor_ref scheduler::executor() noexcept { return executor_ref(impl_.get(), &impl::post); }

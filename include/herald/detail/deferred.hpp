@@ -109,11 +109,12 @@ struct deferred_core : task {
   int notify_fd = -1;
   bool end_popped = false;  // consumer side
   std::atomic<bool> end_reached{false};  // async: END processed, handler destroyed
+  std::atomic<bool> end_queued{false};   // END pushed (relaxed: for size_approx only)
 
-  // Counters: written by the single consumer (relaxed), read by anyone.
-  std::atomic<std::uint64_t> delivered{0};
+  // Counters: written by the single consumer (relaxed), read by anyone. On a line of their
+  // own: publishers never touch it.
+  alignas(64) std::atomic<std::uint64_t> delivered{0};
   std::atomic<std::uint64_t> discarded{0};
-  std::atomic<std::int64_t> pending{0};  // pushed - popped (approximate by nature)
 };
 
 /// The out-of-line part of a publish: copies the safe part once into a pooled block and queues

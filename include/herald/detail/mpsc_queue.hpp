@@ -25,6 +25,8 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
+#include <cstdint>
 
 namespace herald::detail {
 
@@ -43,6 +45,31 @@ class mpsc_queue {
   /// Allocation: none. Ordering: FIFO per producer; pushes of different producers are ordered
   /// by their exchange.
   void push(mpsc_node& n) noexcept {
+    // relaxed: a gauge (size_approx); on the tail's cache line, which the push writes anyway.
+    pushed_.fetch_add(1, std::memory_order_relaxed);
+    link(n);
+  }
+
+  /// Removes the oldest node, or returns nullptr if the queue is empty or a push is half done
+  /// (empty_approx() tells them apart). Thread safety: one consumer at a time. Blocking: never.
+  mpsc_node* pop() noexcept {
+    mpsc_node* n = unlink();
+    if (n != nullptr) {
+      // relaxed: a gauge; only this consumer writes it.
+      popped_.store(popped_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    }
+    return n;
+  }
+
+  /// Nodes pushed and not popped yet: racy by nature. Thread safety: any thread.
+  [[nodiscard]] std::size_t size_approx() const noexcept {
+    const std::uint64_t popped = popped_.load(std::memory_order_relaxed);
+    const std::uint64_t pushed = pushed_.load(std::memory_order_relaxed);
+    return pushed > popped ? static_cast<std::size_t>(pushed - popped) : 0;
+  }
+
+ private:
+  void link(mpsc_node& n) noexcept {
     n.next.store(nullptr, std::memory_order_relaxed);
     // seq_cst: the consumer's sleep check (empty_approx) must see this push or be seen by
     // the producer's later check of the consumer's idle flag (Dekker).
@@ -51,9 +78,7 @@ class mpsc_queue {
     prev->next.store(&n, std::memory_order_release);
   }
 
-  /// Removes the oldest node, or returns nullptr if the queue is empty or a push is half done
-  /// (empty_approx() tells them apart). Thread safety: one consumer at a time. Blocking: never.
-  mpsc_node* pop() noexcept {
+  mpsc_node* unlink() noexcept {
     mpsc_node* head = head_;
     mpsc_node* next = head->next.load(std::memory_order_acquire);
     if (head == &stub_) {
@@ -71,7 +96,7 @@ class mpsc_queue {
     if (head != tail_.load(std::memory_order_acquire)) {
       return nullptr;  // a producer is between its exchange and its link
     }
-    push(stub_);
+    link(stub_);
     next = head->next.load(std::memory_order_acquire);
     if (next != nullptr) {
       head_ = next;
@@ -80,6 +105,7 @@ class mpsc_queue {
     return nullptr;
   }
 
+ public:
   /// True if nothing was pushed that pop() has not returned (a half-done push counts as an
   /// item). Thread safety: the consumer only. Memory ordering: seq_cst (see the file comment).
   [[nodiscard]] bool empty_approx() const noexcept {
@@ -98,7 +124,9 @@ class mpsc_queue {
 
  private:
   alignas(64) std::atomic<mpsc_node*> tail_;  // producers
+  std::atomic<std::uint64_t> pushed_{0};      // producers (relaxed RMW)
   alignas(64) mpsc_node* head_;               // the consumer
+  std::atomic<std::uint64_t> popped_{0};      // the consumer (relaxed store)
   mpsc_node stub_;
 };
 
