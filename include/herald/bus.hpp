@@ -285,21 +285,23 @@ class async_event {
 template <family_declaration F>
 class queued_event {
  public:
-  explicit queued_event(detail::event_node* n) noexcept : node_(n) {}
-  queued_event(queued_event&& o) noexcept : node_(std::exchange(o.node_, nullptr)) {}
+  // The node is read once, here: END's node lives in the subscription, which the consumer may
+  // free (by destroying its queue) while it still holds the END item.
+  explicit queued_event(detail::event_node* n) noexcept : block_(n->block) {}
+  queued_event(queued_event&& o) noexcept : block_(std::exchange(o.block_, nullptr)) {}
   queued_event& operator=(queued_event&& o) noexcept {
-    std::swap(node_, o.node_);
+    std::swap(block_, o.block_);
     return *this;
   }
   ~queued_event() {
-    if (node_ != nullptr && node_->block != nullptr) {
-      detail::release_block(node_->block);
+    if (block_ != nullptr) {
+      detail::release_block(block_);
     }
   }
 
   /// True for END: the subscription ended; nothing follows. The accessors below are misuse on
   /// END (they abort).
-  [[nodiscard]] bool is_end() const noexcept { return node_->block == nullptr; }
+  [[nodiscard]] bool is_end() const noexcept { return block_ == nullptr; }
   [[nodiscard]] event_type type() const noexcept { return block().type; }
   [[nodiscard]] typename F::subtype subtype() const noexcept {
     return static_cast<typename F::subtype>(std::countr_zero(block().type.subtypes()));
@@ -314,10 +316,10 @@ class queued_event {
 
  private:
   const detail::event_block& block() const noexcept {
-    HERALD_ASSERT(node_->block != nullptr, "event accessor called on the END item");
-    return *node_->block;
+    HERALD_ASSERT(block_ != nullptr, "event accessor called on the END item");
+    return *block_;
   }
-  detail::event_node* node_;
+  detail::event_block* block_;  // nullptr: END (and a moved-from item)
 };
 
 /// How a queue subscription tells its consumer that items wait. Notifications are
@@ -719,9 +721,13 @@ class sub_list {
       detail::free_sub(s);
       return unexpected(errc::no_memory);
     }
+    // Bound before the subscription becomes visible: a publish may notify the consumer before
+    // subscribe_core() returns, and its pop() must find the queue. The consumer's reference
+    // is counted by subscribe_core (which frees `s` on failure: then unbind).
+    q.core_ = s;
     auto sub = detail::subscribe_core(*core_, type, s, opt, where);
-    if (sub) {
-      q.core_ = s;  // the consumer's reference, counted by subscribe_core
+    if (!sub) {
+      q.core_ = nullptr;
     }
     return sub;
   }

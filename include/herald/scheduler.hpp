@@ -46,6 +46,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "herald/detail/mpsc_queue.hpp"
 
@@ -132,6 +133,14 @@ class task : public detail::mpsc_node {
   /// task it received through post(). Blocking: as the task's run function.
   static void execute(task& t) noexcept;
 
+  /// A run is queued, or will follow the current one (a racy hint, exact when only the
+  /// caller's own run could change it; herald uses it to hand a queue's END to the last run).
+  /// Memory ordering: acquire.
+  [[nodiscard]] bool wake_pending() const noexcept {
+    const std::uint32_t s = state_.load(std::memory_order_acquire);
+    return s == queued || s == running_rewake;
+  }
+
   /// Where the task asked to run.
   [[nodiscard]] run_on placement() const noexcept { return where_; }
   /// Changes the executor and placement. Only while the task is idle and nobody wakes it.
@@ -162,6 +171,9 @@ struct scheduler_options {
   /// saves the futex round trip when events arrive back to back; 0: sleep at once.
   unsigned spin_before_sleep_us = 50;
   std::string name = "herald";  ///< worker thread names: "<name>/<group>.<index in group>"
+  /// Called on the worker, with the exception's what(), when a tasklet's callable throws (the
+  /// worker carries on). Must not throw. Empty: the exception is only counted.
+  std::function<void(std::string_view what)> on_exception;
 };
 
 /// Where the calling thread sits in a scheduler (see scheduler::current()).
@@ -212,6 +224,8 @@ class scheduler {
 
   /// Tasks run so far (all workers; relaxed counter, for tests and diagnostics).
   [[nodiscard]] std::uint64_t tasks_run_approx() const noexcept;
+  /// Exceptions thrown by tasklet callables (relaxed counter).
+  [[nodiscard]] std::uint64_t task_exceptions_approx() const noexcept;
   /// Times a worker went to sleep (relaxed counter, for tests and diagnostics).
   [[nodiscard]] std::uint64_t sleeps_approx() const noexcept;
 
@@ -234,6 +248,8 @@ class tasklet {
 
   /// Schedules one run (see task::wake). Calling it on an empty handle is misuse (aborts).
   void wake() const noexcept;
+  /// See task::wake_pending() (false for an empty handle).
+  [[nodiscard]] bool wake_pending() const noexcept;
   explicit operator bool() const noexcept { return core_ != nullptr; }
 
   struct core;
@@ -242,5 +258,12 @@ class tasklet {
  private:
   core* core_ = nullptr;
 };
+
+namespace detail {
+/// True if the calling thread is a worker of a herald scheduler and no other task waits in its
+/// run queue (a racy hint). A task that just ran dry uses it to decide whether it may poll for
+/// more work a little longer without delaying anyone. Thread safety: any thread.
+bool worker_queue_empty_approx() noexcept;
+}  // namespace detail
 
 }  // namespace herald

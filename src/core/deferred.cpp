@@ -11,6 +11,7 @@
 #include <bit>
 #include <cerrno>
 #include <mutex>
+#include <thread>
 
 #include "core/internal.hpp"
 #include "core/quiescence.hpp"
@@ -23,8 +24,8 @@ namespace herald::detail {
 //
 // Blocks come in size classes of 128 B << k. Each thread keeps a small cache per class; a
 // publisher thread allocates from its cache and a consumer thread frees into its own, and the
-// caches trade batches through a global list per class (one mutex per batch of `batch` blocks,
-// so a warm publish neither calls malloc nor takes a lock, except once per batch). Blocks larger
+// caches trade chains of `batch` blocks through a global stack per class (a few instructions
+// under a spin lock once per chain, so a warm publish neither calls malloc nor waits). Blocks larger
 // than the largest class are allocated and freed directly. Cached blocks are never returned to
 // the system; they stay reachable from the global lists (LeakSanitizer counts them as in use).
 
@@ -38,12 +39,27 @@ constexpr std::uint32_t cache_limit = 2 * batch;
 constexpr std::align_val_t block_align{64};
 
 struct free_block {
-  free_block* next;
+  free_block* next;        // within a chain
+  free_block* next_chain;  // first block of a chain in the global stack: the next chain
+  std::uint32_t count;     // first block of a chain in the global stack: its length
 };
 
+// The global part of one size class: a stack of chains (each moved in and out whole, so the
+// lock covers a few pointer writes). A spin lock: the sections are a handful of instructions,
+// and a sleeping lock's futex wake-ups cost more than the sections themselves.
 struct global_class {
-  std::mutex mutex;
-  free_block* head = nullptr;  // guarded by mutex
+  std::atomic<bool> locked{false};
+  free_block* chains = nullptr;  // guarded by `locked`
+
+  void lock() noexcept {
+    // acquire: pairs with unlock()'s release.
+    while (locked.exchange(true, std::memory_order_acquire)) {
+      while (locked.load(std::memory_order_relaxed)) {
+        cpu_relax();
+      }
+    }
+  }
+  void unlock() noexcept { locked.store(false, std::memory_order_release); }
 };
 std::array<global_class, class_count> global_pool;
 
@@ -58,7 +74,7 @@ struct thread_cache {
       flush(c, count[c]);
     }
   }
-  // Moves `n` cached blocks of class c to the global list.
+  // Moves `n` cached blocks of class c to the global stack, as one chain.
   void flush(std::uint32_t c, std::uint32_t n) noexcept {
     if (n == 0) {
       return;
@@ -70,19 +86,26 @@ struct thread_cache {
     }
     head[c] = last->next;
     count[c] -= n;
-    std::lock_guard lock(global_pool[c].mutex);
-    last->next = global_pool[c].head;
-    global_pool[c].head = first;
+    last->next = nullptr;
+    first->count = n;
+    global_class& g = global_pool[c];
+    g.lock();
+    first->next_chain = g.chains;
+    g.chains = first;
+    g.unlock();
   }
-  // Takes up to `batch` blocks of class c from the global list.
+  // Takes one chain of class c from the global stack (the cache is empty).
   void refill(std::uint32_t c) noexcept {
-    std::lock_guard lock(global_pool[c].mutex);
-    for (std::uint32_t i = 0; i < batch && global_pool[c].head != nullptr; ++i) {
-      free_block* b = global_pool[c].head;
-      global_pool[c].head = b->next;
-      b->next = head[c];
-      head[c] = b;
-      ++count[c];
+    global_class& g = global_pool[c];
+    g.lock();
+    free_block* chain = g.chains;
+    if (chain != nullptr) {
+      g.chains = chain->next_chain;
+    }
+    g.unlock();
+    if (chain != nullptr) {
+      head[c] = chain;
+      count[c] = chain->count;
     }
   }
 };
@@ -284,6 +307,28 @@ void finish_async(deferred_core& d) noexcept {
   sub_release(s);
 }
 
+// How long a drain task that ran dry polls its queue (see run_async).
+constexpr auto dry_poll = std::chrono::microseconds(20);
+
+// Polls `d`'s queue while the worker has nothing else to run, for at most dry_poll. True if
+// an event (or END) arrived.
+bool poll_for_more(const deferred_core& d) noexcept {
+  if (!worker_queue_empty_approx()) {
+    return false;
+  }
+  const auto until = std::chrono::steady_clock::now() + dry_poll;
+  for (unsigned i = 1;; ++i) {
+    cpu_relax();
+    if (!d.queue.empty_approx()) {
+      return true;
+    }
+    if (i % 32 == 0 &&
+        (!worker_queue_empty_approx() || std::chrono::steady_clock::now() >= until)) {
+      return false;
+    }
+  }
+}
+
 }  // namespace
 
 bool run_async(task& t) noexcept {
@@ -292,10 +337,16 @@ bool run_async(task& t) noexcept {
   while (budget > 0) {
     mpsc_node* n = d.queue.pop();
     if (n == nullptr) {
-      if (d.queue.empty_approx()) {
+      if (!d.queue.empty_approx()) {
+        cpu_relax();  // a push is half done
+        continue;
+      }
+      // Ran dry. On a herald worker with nothing else to run, poll a little for the next event
+      // before going idle: a publisher that publishes back to back then finds the task running
+      // and only queues (no wake-up, no run-queue round trip per event).
+      if (!poll_for_more(d)) {
         return true;
       }
-      cpu_relax();  // a push is half done
       continue;
     }
     auto& node = static_cast<event_node&>(*n);
@@ -321,15 +372,45 @@ bool run_async(task& t) noexcept {
   return true;
 }
 
+namespace {
+// END may be handed out only once no notification of this queue can follow it: a consumer
+// frees itself on END, and a later wake-up would run its tasklet on freed state (HAProxy's
+// END-vs-wake-up use-after-free). So wait for END's own notification to return (a few
+// instructions away, since END is pushed just before it; unless this thread *is* that
+// notification, a callback that pops), then, for a tasklet, hand END to its last run: if a run
+// is still pending, keep END for it.
+event_node* hand_out_end(deferred_core& d, event_node* end) noexcept {
+  if (d.end_notifier.load(std::memory_order_relaxed) != std::this_thread::get_id()) {
+    for (unsigned spins = 0; !d.end_notified.load(std::memory_order_acquire); ++spins) {
+      if (spins < 64) {
+        cpu_relax();
+      } else {
+        std::this_thread::yield();  // the notifying thread may have been preempted
+      }
+    }
+  }
+  if (d.notify_how == notify_kind::tasklet && d.notify_tasklet.wake_pending()) {
+    d.held_end = end;  // the pending run pops it
+    return nullptr;
+  }
+  d.held_end = nullptr;
+  d.end_popped = true;
+  return end;
+}
+}  // namespace
+
 event_node* queue_pop(deferred_core& d) noexcept {
   if (d.end_popped) {
     return nullptr;
+  }
+  if (d.held_end != nullptr) {
+    return hand_out_end(d, d.held_end);
   }
   for (;;) {
     if (mpsc_node* n = d.queue.pop()) {
       auto* node = static_cast<event_node*>(n);
       if (node->block == nullptr) {
-        d.end_popped = true;
+        return hand_out_end(d, node);
       } else {
         if (should_discard(d)) {
           bump(d.discarded);

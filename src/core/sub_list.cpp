@@ -10,6 +10,7 @@
 #include <mutex>
 #include <new>
 #include <unordered_map>
+#include <thread>
 #include <vector>
 
 #define XXH_INLINE_ALL
@@ -153,8 +154,11 @@ void reclaim_sub(retire_node* n) noexcept {
     // notification returned, even if the consumer reaches END and drops its own at once.
     s->refs.fetch_add(1, std::memory_order_relaxed);
     d.end_queued.store(true, std::memory_order_relaxed);
+    d.end_notifier.store(std::this_thread::get_id(), std::memory_order_relaxed);
     d.queue.push(d.end_node);
     notify_consumer(d);
+    // release: a consumer that sees it (acquire) knows no notification of this queue follows.
+    d.end_notified.store(true, std::memory_order_release);
     sub_release(s);
   } else if (s->handler != nullptr) {
     s->destroy(s->handler);

@@ -5,6 +5,8 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <exception>
+#include <string_view>
 #include <chrono>
 #include <cstdio>
 #include <mutex>
@@ -146,6 +148,31 @@ struct scheduler::impl {
   std::atomic<std::thread::id> drainer{};
   std::atomic<std::uint64_t> drain_requests{0};
   std::atomic<std::uint64_t> tasks_run{0};
+  std::atomic<std::uint64_t> task_exceptions{0};
+
+  // A tasklet's callable threw (called inside its catch block).
+  void report_exception() noexcept {
+    // Counted after the hook returned, so that a reader of the count sees the hook's effects.
+    struct count_on_exit {
+      std::atomic<std::uint64_t>& n;
+      ~count_on_exit() { n.fetch_add(1, std::memory_order_release); }
+    } counted{task_exceptions};
+    if (!opt.on_exception) {
+      return;
+    }
+    std::string_view what = "unknown exception";
+    try {
+      throw;
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    try {
+      opt.on_exception(what);
+    } catch (...) {
+      // The hook must not throw; a worker never dies of it.
+    }
+  }
   std::atomic<std::uint64_t> sleeps{0};
 
   worker& pick(run_on where) noexcept {
@@ -431,6 +458,10 @@ const worker_info* scheduler::current() const noexcept {
 std::uint64_t scheduler::tasks_run_approx() const noexcept {
   return impl_->tasks_run.load(std::memory_order_relaxed);
 }
+std::uint64_t scheduler::task_exceptions_approx() const noexcept {
+  // acquire: pairs with the release increment after the hook (report_exception).
+  return impl_->task_exceptions.load(std::memory_order_acquire);
+}
 std::uint64_t scheduler::sleeps_approx() const noexcept {
   return impl_->sleeps.load(std::memory_order_relaxed);
 }
@@ -438,8 +469,10 @@ std::uint64_t scheduler::sleeps_approx() const noexcept {
 // ---- tasklet ---------------------------------------------------------------------------------
 
 struct tasklet::core : task {
-  core(executor_ref ex, run_on where, std::function<void()> f)
-      : task(&core::run_once, ex, where, &core::hold, &core::release), fn(std::move(f)) {}
+  core(executor_ref ex, run_on where, std::function<void()> f, scheduler::impl* owner)
+      : task(&core::run_once, ex, where, &core::hold, &core::release),
+        fn(std::move(f)),
+        sched(owner) {}
 
   static bool run_once(task& t) noexcept {
     auto& c = static_cast<core&>(t);
@@ -447,6 +480,7 @@ struct tasklet::core : task {
       c.fn();
     } catch (...) {
       c.exceptions.fetch_add(1, std::memory_order_relaxed);
+      c.sched->report_exception();
     }
     return true;
   }
@@ -464,11 +498,12 @@ struct tasklet::core : task {
   std::atomic<std::uint32_t> refs{1};
   std::atomic<std::uint64_t> exceptions{0};
   std::function<void()> fn;
+  scheduler::impl* sched;  // outlives the tasklet (a scheduler outlives its tasks)
 };
 
 tasklet scheduler::make_tasklet(std::function<void()> fn, run_on where) {
   HERALD_ASSERT(static_cast<bool>(fn), "make_tasklet() with an empty callable");
-  return tasklet(new tasklet::core(executor(), where, std::move(fn)));
+  return tasklet(new tasklet::core(executor(), where, std::move(fn), impl_.get()));
 }
 
 tasklet::tasklet(const tasklet& o) noexcept : core_(o.core_) {
@@ -489,6 +524,15 @@ tasklet::~tasklet() {
 void tasklet::wake() const noexcept {
   HERALD_ASSERT(core_ != nullptr, "wake() on an empty tasklet handle");
   core_->wake();
+}
+
+bool tasklet::wake_pending() const noexcept {
+  return core_ != nullptr && core_->wake_pending();
+}
+
+bool detail::worker_queue_empty_approx() noexcept {
+  const current_worker& cur = tls_current;
+  return cur.self != nullptr && cur.self->queue.empty_approx();
 }
 
 }  // namespace herald

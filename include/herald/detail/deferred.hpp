@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <new>
+#include <thread>
 
 #include "herald/detail/mpsc_queue.hpp"
 #include "herald/error.hpp"
@@ -110,6 +111,11 @@ struct deferred_core : task {
   bool end_popped = false;  // consumer side
   std::atomic<bool> end_reached{false};  // async: END processed, handler destroyed
   std::atomic<bool> end_queued{false};   // END pushed (relaxed: for size_approx only)
+  // Queue mode: END's notification returned (release in reclaim_sub, acquire in queue_pop),
+  // and the thread giving it while it runs (a notification callback may pop in it).
+  std::atomic<bool> end_notified{false};
+  std::atomic<std::thread::id> end_notifier{};
+  event_node* held_end = nullptr;  // consumer side: END popped, handed out later
 
   // Counters: written by the single consumer (relaxed), read by anyone. On a line of their
   // own: publishers never touch it.
