@@ -687,8 +687,10 @@ auto with_id(detail::list_core& l, std::uint64_t id, Op op) noexcept -> decltype
 result<void> sub_list::lookup_unsubscribe(std::uint64_t id) noexcept {
   bool deferred = false;
   auto r = with_id(*core_, id, [&](detail::sub_core* s) -> result<void> {
-    detail::end_locked(*core_, detail::state_of(*core_), s);
+    // Read first: once ended (retired), `s` may be reclaimed by another thread's collect,
+    // since no handle of ours keeps it.
     deferred = s->deferred != nullptr;
+    detail::end_locked(*core_, detail::state_of(*core_), s);
     return {};
   });
   if (r) {
