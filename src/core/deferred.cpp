@@ -208,19 +208,21 @@ result<std::size_t> publish_deferred(const list_core& l, sub_core* const* items,
   if (mem == nullptr) {
     return unexpected(errc::no_memory);
   }
+  const std::int64_t when = now_ns();
   auto* b = ::new (mem) event_block;
   b->size_class = cls;
   b->payload_offset = static_cast<std::uint32_t>(payload_offset);
   b->ops = &ops;
   b->type = type;
+  b->when_ns = when;
   if (!ops.copy(static_cast<unsigned char*>(mem) + payload_offset, safe)) {
     b->~event_block();
     free_block_memory(mem, cls);
     return unexpected(errc::no_memory);
   }
-  // relaxed: a counter; the pushes below (release) publish the value with the block.
+  // After the copy, so that a failed publish takes no number (no gap). relaxed: a counter; the
+  // pushes below (release) publish the value with the block.
   b->sequence = const_cast<list_core&>(l).sequence.fetch_add(1, std::memory_order_relaxed) + 1;
-  b->when_ns = now_ns();
   auto* nodes = reinterpret_cast<event_node*>(static_cast<unsigned char*>(mem) + nodes_offset);
   std::uint32_t used = 0;
   for (std::uint32_t i = 0; i < n; ++i) {

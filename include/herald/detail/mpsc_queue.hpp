@@ -45,9 +45,11 @@ class mpsc_queue {
   /// Allocation: none. Ordering: FIFO per producer; pushes of different producers are ordered
   /// by their exchange.
   void push(mpsc_node& n) noexcept {
-    // relaxed: a gauge (size_approx); on the tail's cache line, which the push writes anyway.
-    pushed_.fetch_add(1, std::memory_order_relaxed);
     link(n);
+    // relaxed: a gauge (size_approx); on the tail's cache line, which the push writes anyway.
+    // After the link: the link's exchange has already drained the store buffer, so this
+    // read-modify-write does not wait for the caller's earlier stores a second time.
+    pushed_.fetch_add(1, std::memory_order_relaxed);
   }
 
   /// Removes the oldest node, or returns nullptr if the queue is empty or a push is half done
