@@ -321,7 +321,7 @@ bool poll_for_more(const deferred_core& d) noexcept {
   const auto until = std::chrono::steady_clock::now() + dry_poll;
   for (unsigned i = 1;; ++i) {
     cpu_relax();
-    if (!d.queue.empty_approx()) {
+    if (d.queue.next_linked_approx()) {
       return true;
     }
     if (i % 32 == 0 &&

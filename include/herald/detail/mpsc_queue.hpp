@@ -63,6 +63,15 @@ class mpsc_queue {
     return n;
   }
 
+  /// True if a push after the consumer's position has completed its link. A cheap poll for a
+  /// consumer that found the queue empty: it reads the line the next push writes anyway, not
+  /// the tail (which would bounce between the consumer and every producer). A half-done push
+  /// is not seen. Thread safety: the consumer only. Memory ordering: acquire (pairs with the
+  /// link's release store).
+  [[nodiscard]] bool next_linked_approx() const noexcept {
+    return head_->next.load(std::memory_order_acquire) != nullptr;
+  }
+
   /// Nodes pushed and not popped yet: racy by nature. Thread safety: any thread.
   [[nodiscard]] std::size_t size_approx() const noexcept {
     const std::uint64_t popped = popped_.load(std::memory_order_relaxed);
