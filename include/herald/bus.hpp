@@ -369,6 +369,8 @@ bool attach_async(list_core& l, sub_core* s, const subscribe_options& opt,
 bool attach_queue(list_core& l, sub_core* s, const subscribe_options& opt, notify_kind how,
                   tasklet&& t, std::function<void()>&& fn) noexcept;
 int queue_fd(const sub_core& s) noexcept;
+// True once the bus of `l` began its shutdown (acquire).
+bool is_shutting_down(const list_core& l) noexcept;
 std::size_t queue_size_approx(const sub_core& s) noexcept;
 void report_handler_exception(sub_core& s, event_type type) noexcept;
 // Takes ownership of `s` (its handler, invoke and destroy set): subscribes it, or destroys the
@@ -676,6 +678,9 @@ class sub_list {
     }
     if (opt.events_per_run > 10000) {
       return unexpected(errc::invalid_argument);
+    }
+    if (detail::is_shutting_down(*core_)) {
+      return unexpected(errc::shutting_down);  // before the workers could be started again
     }
     detail::sub_core* s = detail::new_sub_with_handler<handler_t>(std::forward<H>(handler));
     if (s == nullptr) {

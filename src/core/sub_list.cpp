@@ -905,6 +905,10 @@ void release_queue(sub_core* s) noexcept {
 
 int queue_fd(const sub_core& s) noexcept { return s.deferred->notify_fd; }
 
+bool is_shutting_down(const list_core& l) noexcept {
+  return l.bus->shutting_down.load(std::memory_order_acquire);
+}
+
 std::size_t queue_size_approx(const sub_core& s) noexcept {
   const deferred_core& d = *s.deferred;
   const std::size_t n = d.queue.size_approx();

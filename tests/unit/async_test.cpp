@@ -727,6 +727,16 @@ TEST(BusShutdown, DrainsAsyncEndsQueuesAndRefusesEverythingAfter) {
   b.shutdown();  // idempotent
 }
 
+TEST(BusShutdown, AsyncSubscribeOnAListThatOutlivedItsBusIsRefusedWithShuttingDown) {
+  auto b = std::make_unique<herald::bus>(herald::bus_options{.threads = 1});
+  herald::sub_list list(*b);
+  b.reset();
+  auto s = list.subscribe_async<tasync_event>(type_of<tasync_event>(),
+                                              [](async_event<tasync_event>&) {});
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error(), herald::errc::shutting_down);
+}
+
 TEST(BusShutdown, DiscardModeDropsPendingEvents) {
   herald::bus b({.threads = 1, .on_shutdown = herald::shutdown_mode::discard});
   herald::sub_list list(b);
