@@ -35,4 +35,37 @@ inline void async_pause() noexcept {
 #endif
 }
 
+/// The loop of a dispatcher thread under the idle policy above, shared by the peers so that
+/// they differ only in their queues: `poll()` delivers what waits (true if anything),
+/// `park()` blocks until woken (after a last poll of its own), `stopping()` is the stop flag
+/// (an acquire load). On stop, drains what is left and returns.
+template <class Poll, class Park, class Stopping>
+void run_dispatcher(Poll poll, Park park, Stopping stopping) noexcept {
+  using clock = std::chrono::steady_clock;
+  bool idle = false;
+  clock::time_point idle_since;
+  for (;;) {
+    if (poll()) {
+      idle = false;
+      continue;
+    }
+    if (stopping()) {  // the drain sees every event published before stop()
+      while (poll()) {
+      }
+      return;
+    }
+    const clock::time_point now = clock::now();
+    if (!idle) {
+      idle = true;
+      idle_since = now;
+    }
+    if (now - idle_since < dispatcher_idle_spin) {
+      async_pause();
+      continue;
+    }
+    park();
+    idle = false;
+  }
+}
+
 }  // namespace herald::bench

@@ -148,7 +148,6 @@ class concurrent_queue_bus {
   static constexpr std::size_t batch = 64;  // most events taken from one queue per pass
   static constexpr std::uint32_t awake = 0;
   static constexpr std::uint32_t asleep = 1;
-  using clock = std::chrono::steady_clock;
   using buffer = std::array<std::shared_ptr<const Payload>, batch>;
 
   struct subscriber {
@@ -206,31 +205,9 @@ class concurrent_queue_bus {
 
   void run(dispatcher& d) noexcept {
     buffer taken;
-    bool idle = false;
-    clock::time_point idle_since;
-    for (;;) {
-      if (poll(d, taken)) {
-        idle = false;
-        continue;
-      }
-      // acquire: pairs with the release store in stop(); the drain sees every event before it.
-      if (stopping_.load(std::memory_order_acquire)) {
-        while (poll(d, taken)) {
-        }
-        return;
-      }
-      const clock::time_point now = clock::now();
-      if (!idle) {
-        idle = true;
-        idle_since = now;
-      }
-      if (now - idle_since < dispatcher_idle_spin) {
-        async_pause();
-        continue;
-      }
-      park(d, taken);
-      idle = false;
-    }
+    run_dispatcher([&] { return poll(d, taken); }, [&] { park(d, taken); },
+                   // acquire: pairs with the release store in stop().
+                   [this] { return stopping_.load(std::memory_order_acquire); });
   }
 
   std::vector<std::unique_ptr<subscriber>> subscribers_;  // fixed once started

@@ -142,7 +142,6 @@ class mutex_deque_bus {
   }
 
  private:
-  using clock = std::chrono::steady_clock;
   using snapshot_deque = std::deque<std::shared_ptr<const Payload>>;
 
   struct subscriber {
@@ -212,31 +211,9 @@ class mutex_deque_bus {
   }
 
   void run(dispatcher& d) noexcept {
-    bool idle = false;
-    clock::time_point idle_since;
-    for (;;) {
-      if (poll(d)) {
-        idle = false;
-        continue;
-      }
-      // acquire: pairs with the release store in stop(); the drain sees every event before it.
-      if (stopping_.load(std::memory_order_acquire)) {
-        while (poll(d)) {
-        }
-        return;
-      }
-      const clock::time_point now = clock::now();
-      if (!idle) {
-        idle = true;
-        idle_since = now;
-      }
-      if (now - idle_since < dispatcher_idle_spin) {
-        async_pause();
-        continue;
-      }
-      park(d);
-      idle = false;
-    }
+    run_dispatcher([&] { return poll(d); }, [&] { park(d); },
+                   // acquire: pairs with the release store in stop().
+                   [this] { return stopping_.load(std::memory_order_acquire); });
   }
 
   std::vector<std::unique_ptr<subscriber>> subscribers_;  // fixed once started
