@@ -212,6 +212,9 @@ class scheduler {
   /// Allocation: the tasklet. Ownership: `fn` is moved in and destroyed with the tasklet.
   [[nodiscard]] tasklet make_tasklet(std::function<void()> fn, run_on where = run_on::any());
 
+  // Accessors. Thread safety: any thread. Handler context: allowed. Blocking: never.
+  // Allocation: none. Errors: an index the scheduler lacks is misuse (aborts).
+
   [[nodiscard]] unsigned threads() const noexcept;
   [[nodiscard]] unsigned groups() const noexcept;
   /// The group of a thread (global index) and the first thread of a group.
