@@ -55,6 +55,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "herald/backpressure.hpp"
 #include "herald/detail/deferred.hpp"
 #include "herald/detail/quiescence.hpp"
 #include "herald/detail/sub_core.hpp"
@@ -93,6 +94,8 @@ struct subscribe_options {
   executor_ref executor = {};
   /// Async: the placement of the drain task (thread, group or any) on its executor.
   run_on where = run_on::any();
+  /// Async and queue: queue bound and overflow policy (default: unbounded).
+  backpressure_options backpressure = {};
 };
 
 /// What bus shutdown does with the events still queued to async and queue subscriptions.
@@ -180,6 +183,9 @@ class subscription {
   [[nodiscard]] bool is_paused() const noexcept;
   /// How many times the handler threw.
   [[nodiscard]] std::uint64_t exceptions() const noexcept;
+  /// The subscription's counters (herald/backpressure.hpp; all 0 for a sync subscription).
+  /// Racy while events flow; exact once the subscription is quiet.
+  [[nodiscard]] subscription_stats stats() const noexcept;
 
   /// Wraps a core, taking over one reference (internal).
   explicit subscription(detail::sub_core* adopted) noexcept : core_(adopted) {}
@@ -252,8 +258,9 @@ class sync_event {
 template <family_declaration F>
 class async_event {
  public:
-  async_event(const detail::event_block& b, detail::sub_core& core) noexcept
-      : block_(b), self_(core) {}
+  async_event(const detail::event_block& b, std::uint64_t sub_sequence,
+              detail::sub_core& core) noexcept
+      : block_(b), sub_sequence_(sub_sequence), self_(core) {}
 
   // Accessors. Thread safety: only inside the handler call that received the event.
   // Blocking: never. Allocation: none. Ownership: borrowed for the call.
@@ -267,6 +274,9 @@ class async_event {
   }
   /// The publish's sequence number in its list (1, 2, ...; see docs/async.md on ordering).
   [[nodiscard]] std::uint64_t sequence() const noexcept { return block_.sequence; }
+  /// This event's number among the events published to this subscription (1, 2, ...): a gap
+  /// is an event the overflow policy dropped (or one discarded at the end).
+  [[nodiscard]] std::uint64_t sub_sequence() const noexcept { return sub_sequence_; }
   /// When publish() was called (steady clock).
   [[nodiscard]] std::chrono::steady_clock::time_point when() const noexcept {
     return std::chrono::steady_clock::time_point(std::chrono::nanoseconds(block_.when_ns));
@@ -276,6 +286,7 @@ class async_event {
 
  private:
   const detail::event_block& block_;
+  std::uint64_t sub_sequence_;
   subscription_self self_;
 };
 
@@ -287,10 +298,15 @@ class queued_event {
  public:
   // The node is read once, here: END's node lives in the subscription, which the consumer may
   // free (by destroying its queue) while it still holds the END item.
-  explicit queued_event(detail::event_node* n) noexcept : block_(n->block) {}
-  queued_event(queued_event&& o) noexcept : block_(std::exchange(o.block_, nullptr)) {}
+  queued_event(detail::event_node* n, herald::end_reason why) noexcept
+      : block_(n->block), sub_sequence_(n->sub_sequence), reason_(why) {}
+  queued_event(queued_event&& o) noexcept
+      : block_(std::exchange(o.block_, nullptr)), sub_sequence_(o.sub_sequence_),
+        reason_(o.reason_) {}
   queued_event& operator=(queued_event&& o) noexcept {
     std::swap(block_, o.block_);
+    std::swap(sub_sequence_, o.sub_sequence_);
+    std::swap(reason_, o.reason_);
     return *this;
   }
   ~queued_event() {
@@ -310,8 +326,18 @@ class queued_event {
     return *static_cast<const typename F::safe_part*>(block().payload());
   }
   [[nodiscard]] std::uint64_t sequence() const noexcept { return block().sequence; }
+  /// As async_event::sub_sequence(). Misuse on END.
+  [[nodiscard]] std::uint64_t sub_sequence() const noexcept {
+    (void)block();
+    return sub_sequence_;
+  }
   [[nodiscard]] std::chrono::steady_clock::time_point when() const noexcept {
     return std::chrono::steady_clock::time_point(std::chrono::nanoseconds(block().when_ns));
+  }
+  /// END only: why the subscription ended. Misuse on an event (aborts).
+  [[nodiscard]] herald::end_reason end_reason() const noexcept {
+    HERALD_ASSERT(block_ == nullptr, "end_reason() called on an event (not END)");
+    return reason_;
   }
 
  private:
@@ -320,6 +346,8 @@ class queued_event {
     return *block_;
   }
   detail::event_block* block_;  // nullptr: END (and a moved-from item)
+  std::uint64_t sub_sequence_ = 0;
+  herald::end_reason reason_ = herald::end_reason::unsubscribed;
 };
 
 /// How a queue subscription tells its consumer that items wait. Notifications are
@@ -364,7 +392,9 @@ struct bus_core;
 void release_queue(sub_core* s) noexcept;
 // Sets up s->deferred for an async subscription (false: out of memory).
 bool attach_async(list_core& l, sub_core* s, const subscribe_options& opt,
-                  void (*deliver)(sub_core&, const event_block&)) noexcept;
+                  void (*deliver)(sub_core&, const event_block&, std::uint64_t)) noexcept;
+// errc::invalid_argument for inconsistent backpressure options.
+result<void> check_backpressure(const subscribe_options& opt) noexcept;
 // Sets up s->deferred for a queue subscription (false: out of memory, or no eventfd).
 bool attach_queue(list_core& l, sub_core* s, const subscribe_options& opt, notify_kind how,
                   tasklet&& t, std::function<void()>&& fn) noexcept;
@@ -413,14 +443,29 @@ void invoke_sync_heap(sub_core& s, event_type type, const void* safe, void* unsa
 }
 
 template <family_declaration F, class H, bool Inline>
-void deliver_async(sub_core& s, const event_block& b) {
+void deliver_async(sub_core& s, const event_block& b, std::uint64_t sub_sequence) {
   H& handler = Inline ? *std::launder(reinterpret_cast<H*>(s.inline_handler))
                       : *static_cast<H*>(s.handler);
-  async_event<F> e(b, s);
+  async_event<F> e(b, sub_sequence, s);
   try {
     handler(e);
   } catch (...) {
     report_handler_exception(s, b.type);
+  }
+}
+
+// An async handler that has a member on_end(herald::end_reason) hears END through it.
+template <class H>
+concept has_on_end = requires(H& h, end_reason why) { h.on_end(why); };
+
+template <class H, bool Inline>
+void deliver_end(sub_core& s, end_reason why) noexcept {
+  H& handler = Inline ? *std::launder(reinterpret_cast<H*>(s.inline_handler))
+                      : *static_cast<H*>(s.handler);
+  try {
+    handler.on_end(why);
+  } catch (...) {
+    report_handler_exception(s, unpack_type(s.type.load(std::memory_order_relaxed)));
   }
 }
 
@@ -467,9 +512,10 @@ sub_core* new_sub_with_handler(Fwd&& handler) {
 
 // Calls the sync subscriptions of `d` that match (family, subtype bit `bit`) and queues the
 // event to the matching async and queue ones; inside a read section. Returns how many got it.
+// `outermost`: not inside a handler (overflow_policy::block may wait).
 inline result<std::size_t> call_matching(const list_core& l, const directory* d, event_type type,
                                          unsigned bit, const void* safe, void* unsafe,
-                                         const payload_ops& ops) noexcept {
+                                         const payload_ops& ops, bool outermost) noexcept {
   // Never null: a family or subtype nobody subscribes to has a sentinel of size 0.
   const sub_array* arr = d->slots()[type.family()]->by_bit[bit];
   std::size_t called = 0;
@@ -483,7 +529,8 @@ inline result<std::size_t> call_matching(const list_core& l, const directory* d,
     }
   }
   if (arr->size != sync_count) {
-    auto queued = publish_deferred(l, items + sync_count, arr->size - sync_count, type, safe, ops);
+    auto queued = publish_deferred(l, items + sync_count, arr->size - sync_count, type, safe, ops,
+                                   outermost);
     if (!queued) {
       return unexpected(queued.error());
     }
@@ -518,7 +565,7 @@ inline result<std::size_t> publish_raw(const list_core& l, event_type type, unsi
     leave_section(*r);
     return publish_to_ended_list(d);
   }
-  auto called = call_matching(l, d, type, bit, safe, unsafe, ops);
+  auto called = call_matching(l, d, type, bit, safe, unsafe, ops, /*outermost=*/true);
   leave_section(*r);
   return called;
 }
@@ -559,7 +606,8 @@ class event_queue {
     if (n == nullptr) {
       return std::nullopt;
     }
-    return queued_event<F>(n);
+    return queued_event<F>(n, n->block == nullptr ? detail::end_reason_of(*core_->deferred)
+                                                  : end_reason::unsubscribed);
   }
   /// Ends the subscription (if still active) and unbinds the queue. Idempotent. Blocking:
   /// waits for running publishes (as subscription::unsubscribe()).
@@ -584,6 +632,11 @@ class event_queue {
   }
   [[nodiscard]] std::uint64_t discarded() const noexcept {
     return core_ == nullptr ? 0 : core_->deferred->discarded.load(std::memory_order_relaxed);
+  }
+  /// The subscription's counters (herald/backpressure.hpp); zeros when not subscribed.
+  /// Thread safety: any thread; racy while events flow.
+  [[nodiscard]] subscription_stats stats() const noexcept {
+    return core_ == nullptr ? subscription_stats{} : core_->deferred->stats();
   }
 
  private:
@@ -679,6 +732,9 @@ class sub_list {
     if (opt.events_per_run > 10000) {
       return unexpected(errc::invalid_argument);
     }
+    if (auto ok = detail::check_backpressure(opt); !ok) {
+      return unexpected(ok.error());
+    }
     if (detail::is_shutting_down(*core_)) {
       return unexpected(errc::shutting_down);  // before the workers could be started again
     }
@@ -693,6 +749,10 @@ class sub_list {
       s->destroy(s->handler);
       detail::free_sub(s);
       return unexpected(errc::no_memory);
+    }
+    if constexpr (detail::has_on_end<handler_t>) {
+      s->deferred->deliver_end =
+          &detail::deliver_end<handler_t, detail::handler_fits_inline<handler_t>>;
     }
     return detail::subscribe_core(*core_, type, s, opt, where);
   }
@@ -714,6 +774,9 @@ class sub_list {
     HERALD_ASSERT(q.core_ == nullptr, "subscribe_queue() with a queue already subscribed");
     if (type.family() != family_id_of<F>() || type.subtypes() == 0) {
       return unexpected(errc::family_mismatch);
+    }
+    if (auto ok = detail::check_backpressure(opt); !ok) {
+      return unexpected(ok.error());
     }
     detail::sub_core* s = detail::allocate_sub();
     if (s == nullptr) {
@@ -816,6 +879,11 @@ class bus {
   /// Replaces the error hook (empty: none). Thread safety: any thread; a publish already
   /// reporting may still call the previous hook. Handler context: allowed. Allocation: yes.
   void set_error_hook(error_hook hook);
+
+  /// Replaces the diagnostic hook (empty: none): slow consumers and subscriptions ended on
+  /// overflow (herald/backpressure.hpp). Called in the publishing thread; must not throw or
+  /// block. Thread safety: any thread. Handler context: allowed. Allocation: yes.
+  void set_diagnostic_hook(diagnostic_hook hook);
 
   /// Handler exceptions caught on lists of this bus, in total. Thread safety: any thread.
   /// Memory ordering: relaxed (a counter, not a synchronisation point).

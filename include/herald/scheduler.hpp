@@ -267,6 +267,9 @@ namespace detail {
 /// run queue (a racy hint). A task that just ran dry uses it to decide whether it may poll for
 /// more work a little longer without delaying anyone. Thread safety: any thread.
 bool worker_queue_empty_approx() noexcept;
+/// True if the calling thread is a worker of a herald scheduler (a publisher there must not
+/// wait for a consumer that may need the same thread). Thread safety: any thread.
+bool on_scheduler_worker() noexcept;
 }  // namespace detail
 
 }  // namespace herald

@@ -186,9 +186,177 @@ void release_block(event_block* b) noexcept {
 
 // ---- Publish side ----------------------------------------------------------------------------
 
+namespace {
+
+// Raises `hw` to `depth` if it is higher (relaxed: a statistic).
+void raise_high_water(std::atomic<std::uint64_t>& hw, std::uint64_t depth) noexcept {
+  std::uint64_t cur = hw.load(std::memory_order_relaxed);
+  while (depth > cur && !hw.compare_exchange_weak(cur, depth, std::memory_order_relaxed)) {
+  }
+}
+
+overflow_info info_of(const sub_core& s, event_type type, std::size_t depth) noexcept {
+  overflow_info i;
+  i.subscription_id = s.id;
+  i.subscription_name = s.name;
+  i.type = type;
+  i.queued = depth;
+  i.bound = s.deferred->bp.bound;
+  return i;
+}
+
+// Slow-consumer episodes: the first publisher that finds the depth at or above the threshold
+// opens one; the first that finds it still open after slow_after reports it (once); the first
+// that finds the depth below the threshold closes it.
+void watch_slow(sub_core& s, event_type type, std::uint64_t depth) noexcept {
+  deferred_core& d = *s.deferred;
+  const std::size_t threshold = d.bp.slow_threshold;
+  if (threshold == 0) {
+    return;
+  }
+  // relaxed: an advisory state machine; the diagnostic is best-effort by nature.
+  if (depth < threshold) {
+    if (d.slow_since.load(std::memory_order_relaxed) != 0) {
+      d.slow_since.store(0, std::memory_order_relaxed);
+      d.slow_reported.store(false, std::memory_order_relaxed);
+    }
+    return;
+  }
+  const std::int64_t now = now_ns();
+  std::int64_t since = d.slow_since.load(std::memory_order_relaxed);
+  if (since == 0) {
+    d.slow_since.compare_exchange_strong(since, now, std::memory_order_relaxed);
+    return;
+  }
+  const auto above = std::chrono::nanoseconds(now - since);
+  if (above >= d.bp.slow_after && !d.slow_reported.load(std::memory_order_relaxed) &&
+      !d.slow_reported.exchange(true, std::memory_order_relaxed)) {
+    diagnostic diag;
+    diag.kind = diagnostic_kind::slow_consumer;
+    diag.info = info_of(s, type, depth);
+    diag.duration = above;
+    report_diagnostic(*s.list->bus, diag);
+  }
+}
+
+// drop_oldest: removes the oldest queued event. False if none could be taken (the consumer
+// holds them all, or a push is half done).
+bool drop_one_oldest(deferred_core& d) noexcept {
+  d.lock();
+  mpsc_node* n = d.queue.pop();
+  if (n == nullptr) {
+    d.unlock();
+    return false;
+  }
+  auto* node = static_cast<event_node*>(n);
+  // Under the lock, like the consumer's counts of the same counters.
+  d.removed.store(d.removed.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  d.dropped_oldest.store(d.dropped_oldest.load(std::memory_order_relaxed) + 1,
+                         std::memory_order_relaxed);
+  d.unlock();
+  release_block(node->block);  // never END: END is queued after every publisher left
+  return true;
+}
+
+// How a blocked publisher waits for room: spin briefly, then yield, then sleep in short steps.
+void wait_for_room(unsigned round) noexcept {
+  if (round < 64) {
+    cpu_relax();
+  } else if (round < 256) {
+    std::this_thread::yield();
+  } else {
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
+
+// Admission of one event to the watched (bounded or slow-watched) subscription `s`. True: queue
+// it. False: it was dropped, and counted, by the overflow policy.
+bool admit(sub_core& s, event_type type, bool may_block) noexcept {
+  deferred_core& d = *s.deferred;
+  const std::size_t bound = d.bp.bound;
+  if (bound == 0) {  // unbounded, watched for slowness only
+    // relaxed: counters; the depth is an estimate.
+    const std::uint64_t a = d.accepted.fetch_add(1, std::memory_order_relaxed) + 1;
+    const std::uint64_t r = d.removed.load(std::memory_order_relaxed);
+    const std::uint64_t depth = a > r ? a - r : 0;
+    raise_high_water(d.high_water, depth);
+    watch_slow(s, type, depth);
+    return true;
+  }
+  overflow_policy policy = d.bp.policy;
+  std::int64_t deadline = 0;
+  for (unsigned round = 0;; ++round) {
+    // Reserve a place: `accepted - removed` never exceeds the bound. relaxed: the CAS on
+    // `accepted` orders reservations among publishers; `removed` only grows.
+    std::uint64_t a = d.accepted.load(std::memory_order_relaxed);
+    const std::uint64_t r = d.removed.load(std::memory_order_relaxed);
+    if (a - r < bound) {
+      if (!d.accepted.compare_exchange_weak(a, a + 1, std::memory_order_relaxed)) {
+        continue;
+      }
+      const std::uint64_t depth = a + 1 - r;
+      raise_high_water(d.high_water, depth);
+      watch_slow(s, type, depth);
+      return true;
+    }
+    watch_slow(s, type, a - r);
+    switch (policy) {
+      case overflow_policy::block:
+        if (!may_block || on_scheduler_worker()) {
+          policy = d.bp.after_timeout;  // a handler or a worker never waits
+          continue;
+        }
+        if (deadline == 0) {
+          deadline = now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                    d.bp.block_timeout).count();
+        } else if (round % 16 == 0 && now_ns() >= deadline) {
+          policy = d.bp.after_timeout;
+          continue;
+        }
+        wait_for_room(round);
+        continue;
+      case overflow_policy::drop_oldest:
+        if (drop_one_oldest(d)) {
+          continue;
+        }
+        d.dropped_newest.fetch_add(1, std::memory_order_relaxed);
+        return false;
+      case overflow_policy::drop_newest:
+        d.dropped_newest.fetch_add(1, std::memory_order_relaxed);
+        return false;
+      case overflow_policy::notify:
+        if (d.bp.on_overflow) {
+          try {
+            d.bp.on_overflow(info_of(s, type, a - r));
+          } catch (...) {
+            // The hook must not throw; publish never throws.
+          }
+        }
+        d.dropped_notify.fetch_add(1, std::memory_order_relaxed);
+        return false;
+      case overflow_policy::end_subscription: {
+        d.dropped_ended.fetch_add(1, std::memory_order_relaxed);
+        std::uint8_t none = 0;
+        if (d.reason.compare_exchange_strong(
+                none, static_cast<std::uint8_t>(end_reason::overflow) + 1,
+                std::memory_order_relaxed)) {
+          diagnostic diag;
+          diag.kind = diagnostic_kind::ended_on_overflow;
+          diag.info = info_of(s, type, a - r);
+          report_diagnostic(*s.list->bus, diag);
+          unsubscribe_core(&s);  // inside this publish's read section: never waits
+        }
+        return false;
+      }
+    }
+  }
+}
+
+}  // namespace
+
 result<std::size_t> publish_deferred(const list_core& l, sub_core* const* items, std::uint32_t n,
                                      event_type type, const void* safe,
-                                     const payload_ops& ops) noexcept {
+                                     const payload_ops& ops, bool may_block) noexcept {
   // One link per async or queue subscription of the array: whether each is callable is
   // decided once, in the loop that fills the links below (counting first and filling later
   // could let a subscription resumed in between take the link of an active one).
@@ -234,15 +402,25 @@ result<std::size_t> publish_deferred(const list_core& l, sub_core* const* items,
     }
   }
   b->nodes = used;
-  // One reference per node, plus the publisher's until the end of this function.
+  // One reference per node, plus the publisher's until the end of this function (a node the
+  // overflow policy drops gives its reference back at once).
   b->refs.store(used + 1, std::memory_order_relaxed);
+  std::uint32_t queued = 0;
   for (std::uint32_t i = 0; i < used; ++i) {
-    deferred_core& d = *nodes[i].target->deferred;
-    d.queue.push(nodes[i]);
+    sub_core& s = *nodes[i].target;
+    deferred_core& d = *s.deferred;
+    // relaxed: a counter; the push (release) carries the number to the consumer.
+    nodes[i].sub_sequence = d.published.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (d.watch_depth && !admit(s, type, may_block)) [[unlikely]] {
+      b->refs.fetch_sub(1, std::memory_order_relaxed);  // the publisher's reference remains
+      continue;
+    }
+    d.queue.push_uncounted(nodes[i]);  // stats() counts events, not the queue
     notify_consumer(d);
+    ++queued;
   }
   release_block(b);
-  return std::size_t{used};
+  return std::size_t{queued};
 }
 
 void notify_consumer(deferred_core& d) noexcept {
@@ -302,6 +480,9 @@ bool should_discard(const deferred_core& d) noexcept {
 void finish_async(deferred_core& d) noexcept {
   sub_core* s = d.sub;
   if (s->handler != nullptr) {
+    if (d.deliver_end != nullptr) {
+      d.deliver_end(*s, end_reason_of(d));
+    }
     s->destroy(s->handler);
     s->handler = nullptr;
   }
@@ -315,7 +496,8 @@ constexpr auto dry_poll = std::chrono::microseconds(20);
 // Polls `d`'s queue while the worker has nothing else to run, for at most dry_poll. True if
 // an event (or END) arrived.
 bool poll_for_more(const deferred_core& d) noexcept {
-  if (!worker_queue_empty_approx()) {
+  // With drop_oldest a publisher may pop, so the consumer reads the queue only under the lock.
+  if (d.lock_pops || !worker_queue_empty_approx()) {
     return false;
   }
   const auto until = std::chrono::steady_clock::now() + dry_poll;
@@ -337,9 +519,9 @@ bool run_async(task& t) noexcept {
   auto& d = static_cast<deferred_core&>(t);
   std::uint32_t budget = d.events_per_run;
   while (budget > 0) {
-    mpsc_node* n = d.queue.pop();
+    mpsc_node* n = d.consumer_pop();
     if (n == nullptr) {
-      if (!d.queue.empty_approx()) {
+      if (!d.consumer_empty()) {
         cpu_relax();  // a push is half done
         continue;
       }
@@ -360,7 +542,7 @@ bool run_async(task& t) noexcept {
     if (should_discard(d)) {
       bump(d.discarded);
     } else {
-      d.deliver(*d.sub, *node.block);
+      d.deliver(*d.sub, *node.block, node.sub_sequence);
       bump(d.delivered);
     }
     release_block(node.block);
@@ -368,7 +550,7 @@ bool run_async(task& t) noexcept {
   }
   // The budget is spent: run again after the tasks already queued on this worker, so that the
   // remaining events do not wait for the next publish (HAProxy's default handler let them).
-  if (!d.queue.empty_approx()) {
+  if (!d.consumer_empty()) {
     d.wake();
   }
   return true;
@@ -409,7 +591,7 @@ event_node* queue_pop(deferred_core& d) noexcept {
     return hand_out_end(d, d.held_end);
   }
   for (;;) {
-    if (mpsc_node* n = d.queue.pop()) {
+    if (mpsc_node* n = d.consumer_pop()) {
       auto* node = static_cast<event_node*>(n);
       if (node->block == nullptr) {
         return hand_out_end(d, node);
@@ -423,7 +605,7 @@ event_node* queue_pop(deferred_core& d) noexcept {
       }
       return node;
     }
-    if (!d.queue.empty_approx()) {
+    if (!d.consumer_empty()) {
       cpu_relax();  // a push is half done
       continue;
     }
@@ -434,7 +616,7 @@ event_node* queue_pop(deferred_core& d) noexcept {
       (void)::read(d.notify_fd, &v, sizeof v);
     }
     d.armed.store(false, std::memory_order_seq_cst);
-    if (d.queue.empty_approx()) {
+    if (d.consumer_empty()) {
       return nullptr;
     }
   }
@@ -442,6 +624,77 @@ event_node* queue_pop(deferred_core& d) noexcept {
 
 deferred_core::deferred_core(executor_ref ex, run_on where) noexcept
     : task(&run_async, ex, where) {}
+
+void deferred_core::lock() noexcept {
+  // acquire: pairs with unlock()'s release; the sections are a few instructions.
+  while (pop_lock.exchange(true, std::memory_order_acquire)) {
+    while (pop_lock.load(std::memory_order_relaxed)) {
+      cpu_relax();
+    }
+  }
+}
+
+void deferred_core::unlock() noexcept { pop_lock.store(false, std::memory_order_release); }
+
+mpsc_node* deferred_core::consumer_pop() noexcept {
+  if (lock_pops) {
+    lock();
+  }
+  mpsc_node* n = queue.pop();
+  if (n != nullptr && static_cast<event_node*>(n)->block != nullptr) {
+    // One writer at a time (the consumer, or under the lock): a plain increment.
+    const std::uint64_t r = removed.load(std::memory_order_relaxed) + 1;
+    removed.store(r, std::memory_order_relaxed);
+    if (!watch_depth && r % 64 == 1) {
+      // Unwatched queues: sample the depth now and then, here rather than in every publish.
+      const std::uint64_t p = published.load(std::memory_order_relaxed);
+      raise_high_water(high_water, p >= r ? p - r + 1 : 1);
+    }
+  }
+  if (lock_pops) {
+    unlock();
+  }
+  return n;
+}
+
+bool deferred_core::consumer_empty() noexcept {
+  if (!lock_pops) {
+    return queue.empty_approx();
+  }
+  lock();
+  const bool empty = queue.empty_approx();
+  unlock();
+  return empty;
+}
+
+subscription_stats deferred_core::stats() const noexcept {
+  // relaxed: statistics. Consumer counters first: an event counted as removed was published
+  // before, so reading `published` last keeps `queued` from going negative.
+  subscription_stats st;
+  st.delivered = delivered.load(std::memory_order_relaxed);
+  st.discarded = discarded.load(std::memory_order_relaxed);
+  st.dropped_oldest = dropped_oldest.load(std::memory_order_relaxed);
+  st.dropped_newest = dropped_newest.load(std::memory_order_relaxed);
+  st.dropped_ended = dropped_ended.load(std::memory_order_relaxed);
+  st.dropped_notify = dropped_notify.load(std::memory_order_relaxed);
+  st.published = published.load(std::memory_order_relaxed);
+  const std::uint64_t gone = st.delivered + st.discarded + st.dropped();
+  st.queued = st.published > gone ? st.published - gone : 0;
+  st.high_water = std::max(high_water.load(std::memory_order_relaxed), st.queued);
+  return st;
+}
+
+void set_end_reason(deferred_core& d, end_reason why) noexcept {
+  std::uint8_t none = 0;
+  // relaxed: read by the consumer after END, which the queue's release/acquire orders.
+  d.reason.compare_exchange_strong(none, static_cast<std::uint8_t>(why) + 1,
+                                   std::memory_order_relaxed);
+}
+
+end_reason end_reason_of(const deferred_core& d) noexcept {
+  const std::uint8_t r = d.reason.load(std::memory_order_relaxed);
+  return r == 0 ? end_reason::unsubscribed : static_cast<end_reason>(r - 1);
+}
 
 deferred_core::~deferred_core() {
   // Nothing can push any more (the membership ended a grace period ago, or never began):

@@ -18,6 +18,7 @@ struct bus_core {
   std::atomic<std::uint64_t> exceptions{0};
   std::mutex hook_mutex;
   std::shared_ptr<const error_hook> hook;  // guarded by hook_mutex
+  std::shared_ptr<const diagnostic_hook> diag_hook;  // guarded by hook_mutex
 
   bus_options options;  // immutable after construction
 
@@ -50,6 +51,9 @@ void unsubscribe_core(sub_core* s) noexcept;
 void bus_release(bus_core* b) noexcept;
 void list_release(list_core* l) noexcept;
 void sub_release(sub_core* s) noexcept;
+
+/// Calls the bus's diagnostic hook (if any) with `diag`. Thread safety: any thread.
+void report_diagnostic(bus_core& b, const diagnostic& diag) noexcept;
 
 /// The drain task of async subscriptions (deferred_core's run function).
 bool run_async(task& t) noexcept;

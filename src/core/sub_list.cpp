@@ -41,12 +41,13 @@ result<std::size_t> publish_to_ended_list(const directory* d) noexcept {
 result<std::size_t> publish_nested(const list_core& l, event_type type, unsigned bit,
                                    const void* safe, void* unsafe,
                                    const payload_ops& ops) noexcept {
+  const bool outermost = !in_read_section();  // a thread's first publish, not a handler's
   read_guard guard;
   const directory* d = l.dir.load(std::memory_order_acquire);
   if (type.family() >= d->families) {
     return publish_to_ended_list(d);
   }
-  return call_matching(l, d, type, bit, safe, unsafe, ops);
+  return call_matching(l, d, type, bit, safe, unsafe, ops, outermost);
 }
 
 namespace {
@@ -270,6 +271,9 @@ bool end_locked(list_core& l, list_state& st, sub_core* s) noexcept {
   if ((s->flags.load(std::memory_order_relaxed) & sub_ended) != 0) {
     return false;
   }
+  if (s->deferred != nullptr) {
+    set_end_reason(*s->deferred, end_reason::unsubscribed);  // unless overflow came first
+  }
   // release: publishers that see the flag (acquire) skip the handler.
   s->flags.fetch_or(sub_ended, std::memory_order_release);
   st.members.erase(std::find(st.members.begin(), st.members.end(), s));
@@ -294,6 +298,10 @@ bool end_all_locked(list_core& l, list_state& st, const directory* ended) noexce
   l.destroyed.store(true, std::memory_order_release);
   bool deferred = false;
   for (sub_core* s : st.members) {
+    if (s->deferred != nullptr) {
+      set_end_reason(*s->deferred, ended == &shutdown_directory ? end_reason::shutdown
+                                                                 : end_reason::list_destroyed);
+    }
     s->flags.fetch_or(sub_ended, std::memory_order_release);
     deferred = deferred || s->deferred != nullptr;
   }
@@ -590,6 +598,11 @@ bool subscription::is_paused() const noexcept {
          (core_->flags.load(std::memory_order_acquire) & detail::sub_paused) != 0;
 }
 
+subscription_stats subscription::stats() const noexcept {
+  HERALD_ASSERT(core_ != nullptr, "stats() on an empty subscription handle");
+  return core_->deferred != nullptr ? core_->deferred->stats() : subscription_stats{};
+}
+
 std::uint64_t subscription::exceptions() const noexcept {
   return core_ == nullptr ? 0 : core_->exceptions.load(std::memory_order_relaxed);
 }
@@ -820,6 +833,12 @@ void bus::set_error_hook(error_hook hook) {
   core_->hook = std::move(shared);
 }
 
+void bus::set_diagnostic_hook(diagnostic_hook hook) {
+  auto p = std::make_shared<const diagnostic_hook>(std::move(hook));
+  std::lock_guard lock(core_->hook_mutex);
+  core_->diag_hook = std::move(p);
+}
+
 std::uint64_t bus::handler_exceptions() const noexcept {
   return core_->exceptions.load(std::memory_order_relaxed);
 }
@@ -851,8 +870,25 @@ void request_reclaim(bus_core& b) noexcept {
   b.reclaimer.wake();
 }
 
+namespace {
+// Copies the backpressure options into a new deferred core (which is not shared yet).
+bool set_backpressure(deferred_core& d, const subscribe_options& opt) noexcept {
+  try {
+    d.bp = opt.backpressure;
+  } catch (...) {
+    return false;  // copying the hook ran out of memory
+  }
+  const backpressure_options& bp = d.bp;
+  d.watch_depth = bp.bound != 0 || bp.slow_threshold != 0;
+  d.lock_pops = bp.bound != 0 && (bp.policy == overflow_policy::drop_oldest ||
+                                  (bp.policy == overflow_policy::block &&
+                                   bp.after_timeout == overflow_policy::drop_oldest));
+  return true;
+}
+}  // namespace
+
 bool attach_async(list_core& l, sub_core* s, const subscribe_options& opt,
-                  void (*deliver)(sub_core&, const event_block&)) noexcept {
+                  void (*deliver)(sub_core&, const event_block&, std::uint64_t)) noexcept {
   executor_ref ex = opt.executor;
   if (!ex) {
     try {
@@ -863,6 +899,10 @@ bool attach_async(list_core& l, sub_core* s, const subscribe_options& opt,
   }
   auto* d = new (std::nothrow) deferred_core(ex, opt.where);
   if (d == nullptr) {
+    return false;
+  }
+  if (!set_backpressure(*d, opt)) {
+    delete d;
     return false;
   }
   d->sub = s;
@@ -879,6 +919,10 @@ bool attach_queue(list_core& l, sub_core* s, const subscribe_options& opt, notif
   (void)l;
   auto* d = new (std::nothrow) deferred_core(executor_ref{}, run_on::any());
   if (d == nullptr) {
+    return false;
+  }
+  if (!set_backpressure(*d, opt)) {
+    delete d;
     return false;
   }
   d->sub = s;
@@ -910,10 +954,41 @@ bool is_shutting_down(const list_core& l) noexcept {
 }
 
 std::size_t queue_size_approx(const sub_core& s) noexcept {
-  const deferred_core& d = *s.deferred;
-  const std::size_t n = d.queue.size_approx();
-  // END is a node too: do not count it.
-  return d.end_queued.load(std::memory_order_relaxed) && n > 0 ? n - 1 : n;
+  return static_cast<std::size_t>(s.deferred->stats().queued);
+}
+
+result<void> check_backpressure(const subscribe_options& opt) noexcept {
+  const backpressure_options& bp = opt.backpressure;
+  if (bp.after_timeout == overflow_policy::block ||
+      static_cast<unsigned>(bp.policy) > static_cast<unsigned>(overflow_policy::notify) ||
+      static_cast<unsigned>(bp.after_timeout) > static_cast<unsigned>(overflow_policy::notify) ||
+      bp.block_timeout.count() < 0 || bp.slow_after.count() < 0) {
+    return unexpected(errc::invalid_argument);
+  }
+  const bool notifies = bp.policy == overflow_policy::notify ||
+                        (bp.policy == overflow_policy::block &&
+                         bp.after_timeout == overflow_policy::notify);
+  if (bp.bound != 0 && notifies && !bp.on_overflow) {
+    return unexpected(errc::invalid_argument);  // notify policy without a hook
+  }
+  return {};
+}
+
+
+void report_diagnostic(bus_core& b, const diagnostic& diag) noexcept {
+  std::shared_ptr<const diagnostic_hook> hook;
+  {
+    std::lock_guard lock(b.hook_mutex);
+    hook = b.diag_hook;
+  }
+  if (!hook || !*hook) {
+    return;
+  }
+  try {
+    (*hook)(diag);
+  } catch (...) {
+    // The hook must not throw; what it throws is dropped so that publish never throws.
+  }
 }
 
 }  // namespace detail

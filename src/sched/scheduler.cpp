@@ -530,6 +530,8 @@ bool tasklet::wake_pending() const noexcept {
   return core_ != nullptr && core_->wake_pending();
 }
 
+bool detail::on_scheduler_worker() noexcept { return tls_current.self != nullptr; }
+
 bool detail::worker_queue_empty_approx() noexcept {
   const current_worker& cur = tls_current;
   return cur.self != nullptr && cur.self->queue.empty_approx();

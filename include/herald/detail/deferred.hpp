@@ -20,6 +20,7 @@
 #include <new>
 #include <thread>
 
+#include "herald/backpressure.hpp"
 #include "herald/detail/mpsc_queue.hpp"
 #include "herald/error.hpp"
 #include "herald/event_type.hpp"
@@ -57,6 +58,7 @@ inline constexpr payload_ops payload_ops_of{
 struct event_node : mpsc_node {
   event_block* block = nullptr;
   sub_core* target = nullptr;  // while the publisher fills the block
+  std::uint64_t sub_sequence = 0;  // 1, 2, ... per subscription (gaps: dropped events)
 };
 
 /// The shared snapshot of one publish.
@@ -100,7 +102,7 @@ struct deferred_core : task {
   bool discard_on_end = false;
   std::uint32_t events_per_run = 100;
   // async: calls the handler with one event (type-erased per family and handler type)
-  void (*deliver)(sub_core& s, const event_block& b) = nullptr;
+  void (*deliver)(sub_core& s, const event_block& b, std::uint64_t sub_sequence) = nullptr;
 
   // queue: notification of the consumer (edge-triggered through `armed`)
   notify_kind notify_how = notify_kind::none;
@@ -117,18 +119,60 @@ struct deferred_core : task {
   std::atomic<std::thread::id> end_notifier{};
   event_node* held_end = nullptr;  // consumer side: END popped, handed out later
 
-  // Counters: written by the single consumer (relaxed), read by anyone. On a line of their
-  // own: publishers never touch it.
+  // async: the handler's on_end(end_reason) member, if it has one; called once, before the
+  // handler is destroyed.
+  void (*deliver_end)(sub_core& s, end_reason why) = nullptr;
+  // Why the subscription ended (end_reason + 1; 0 while active): the first path wins.
+  std::atomic<std::uint8_t> reason{0};
+
+  // Backpressure: immutable after subscribe.
+  backpressure_options bp;
+  // drop_oldest (as the policy or after a block): publishers pop too, so every pop, by the
+  // consumer or a publisher, holds pop_lock.
+  bool lock_pops = false;
+  bool watch_depth = false;  // bounded or slow-consumer detection: publishers compute the depth
+  std::atomic<bool> pop_lock{false};
+
+  // Publisher side (any publisher; relaxed RMWs). On a line of its own.
+  alignas(64) std::atomic<std::uint64_t> published{0};  // also the source of sub_sequence
+  std::atomic<std::uint64_t> accepted{0};               // bounded: events let into the queue
+  std::atomic<std::uint64_t> dropped_newest{0};
+  std::atomic<std::uint64_t> dropped_ended{0};
+  std::atomic<std::uint64_t> dropped_notify{0};
+  std::atomic<std::uint64_t> high_water{0};
+  std::atomic<std::int64_t> slow_since{0};  // steady ns when the depth reached the threshold
+  std::atomic<bool> slow_reported{false};
+
+  // Consumer side: written by the single consumer (relaxed), or under pop_lock, read by anyone.
   alignas(64) std::atomic<std::uint64_t> delivered{0};
   std::atomic<std::uint64_t> discarded{0};
+  std::atomic<std::uint64_t> dropped_oldest{0};
+  std::atomic<std::uint64_t> removed{0};  // events popped (END not counted), by anyone
+
+  void lock() noexcept;
+  void unlock() noexcept;
+  /// Pops (under pop_lock when publishers may pop too) and counts the event removed.
+  /// Consumer only.
+  mpsc_node* consumer_pop() noexcept;
+  /// queue.empty_approx(), under pop_lock when publishers may pop too. Consumer only.
+  bool consumer_empty() noexcept;
+  /// The counters as one consistent-enough snapshot (racy while events flow).
+  subscription_stats stats() const noexcept;
 };
+
+/// Records why `s` ended, unless an earlier path already did. Thread safety: any thread.
+void set_end_reason(deferred_core& d, end_reason why) noexcept;
+/// The reason recorded (unsubscribed if none was).
+end_reason end_reason_of(const deferred_core& d) noexcept;
 
 /// The out-of-line part of a publish: copies the safe part once into a pooled block and queues
 /// it to every callable deferred subscription in items[0..n). Returns how many got it, or
 /// no_memory (then none of them did).
+/// `may_block`: the publish is outermost (not inside a handler) and not on a worker thread, so
+/// overflow_policy::block may wait.
 result<std::size_t> publish_deferred(const list_core& l, sub_core* const* items, std::uint32_t n,
                                      event_type type, const void* safe,
-                                     const payload_ops& ops) noexcept;
+                                     const payload_ops& ops, bool may_block) noexcept;
 
 /// Wakes the consumer of `d` after a push (async: its task; queue: the user's notification).
 void notify_consumer(deferred_core& d) noexcept;
