@@ -81,6 +81,30 @@ enum class pending_on_end : std::uint8_t {
   discard,  ///< dropped (counted as discarded); END follows at once
 };
 
+/// The stateful subtypes of family F (last-value events, docs/last_value.md): every subtype
+/// if F declares `static constexpr bool stateful = true;`, those listed if it declares
+/// `static constexpr std::array<subtype, N> stateful_subtypes{...};`, else none.
+template <family_declaration F>
+inline constexpr subtype_mask stateful_mask_v = [] {
+  if constexpr (requires { F::stateful; }) {
+    if constexpr (F::stateful) {
+      return F::subtype_names.size() >= max_subtypes
+                 ? ~subtype_mask{0}
+                 : (subtype_mask{1} << F::subtype_names.size()) - 1;
+    } else {
+      return subtype_mask{0};
+    }
+  } else if constexpr (requires { F::stateful_subtypes; }) {
+    subtype_mask m = 0;
+    for (auto sub : F::stateful_subtypes) {
+      m |= subtype_mask{1} << static_cast<unsigned>(sub);
+    }
+    return m;
+  } else {
+    return subtype_mask{0};
+  }
+}();
+
 /// Options of the subscribe functions.
 struct subscribe_options {
   std::uint64_t id = 0;        ///< 0: anonymous; else unique within the list (make_id)
@@ -545,6 +569,13 @@ result<std::size_t> publish_nested(const list_core& l, event_type type, unsigned
                                    const void* safe, void* unsafe,
                                    const payload_ops& ops) noexcept;
 
+// Publishes an event of a stateful subtype (see stateful_mask_v): stores it as the list's last
+// value of that subtype and delivers it, serialised with the list's other stateful publishes
+// and with subscribes (which replay the last values).
+result<std::size_t> publish_stateful(const list_core& l, event_type type, unsigned bit,
+                                     const void* safe, void* unsafe,
+                                     const payload_ops& ops) noexcept;
+
 // What a publish to a list that is no longer live reports.
 result<std::size_t> publish_to_ended_list(const directory* d) noexcept;
 
@@ -809,18 +840,21 @@ class sub_list {
   /// Handler exceptions are caught, counted and reported to the error hook; publish never
   /// throws. Ordering: handlers run in subscription order; see docs for subscriptions made or
   /// ended during the publish.
+  ///
+  /// Stateful subtypes (stateful_mask_v<F>): the event also becomes the list's last value of
+  /// its subtype, replayed to later subscriptions (docs/last_value.md). Such publishes are
+  /// serialised per list with each other and with subscribes, and out of memory nobody gets
+  /// the event (no_memory) and the last value stays.
   template <family_declaration F>
   result<std::size_t> publish(typename F::subtype sub,
                               const typename F::safe_part& safe) const noexcept {
-    return detail::publish_raw(*core_, type_of<F>(sub), static_cast<unsigned>(sub), &safe,
-                               nullptr, detail::payload_ops_of<typename F::safe_part>);
+    return publish_erased<F>(sub, &safe, nullptr);
   }
   template <family_declaration F>
     requires has_unsafe_part_v<F>
   result<std::size_t> publish(typename F::subtype sub, const typename F::safe_part& safe,
                               typename F::unsafe_part& unsafe) const noexcept {
-    return detail::publish_raw(*core_, type_of<F>(sub), static_cast<unsigned>(sub), &safe,
-                               &unsafe, detail::payload_ops_of<typename F::safe_part>);
+    return publish_erased<F>(sub, &safe, &unsafe);
   }
 
   /// By-id operations (HAProxy's event_hdl_lookup_*). Errors: not_found (no active
@@ -837,6 +871,20 @@ class sub_list {
   [[nodiscard]] std::size_t size_approx() const noexcept;
 
  private:
+  template <family_declaration F>
+  result<std::size_t> publish_erased(typename F::subtype sub, const void* safe,
+                                     void* unsafe) const noexcept {
+    const auto bit = static_cast<unsigned>(sub);
+    if constexpr (stateful_mask_v<F> != 0) {
+      if (((stateful_mask_v<F> >> bit) & 1U) != 0) {
+        return detail::publish_stateful(*core_, type_of<F>(sub), bit, safe, unsafe,
+                                        detail::payload_ops_of<typename F::safe_part>);
+      }
+    }
+    return detail::publish_raw(*core_, type_of<F>(sub), bit, safe, unsafe,
+                               detail::payload_ops_of<typename F::safe_part>);
+  }
+
   detail::list_core* core_;
 };
 

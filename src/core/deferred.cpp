@@ -354,44 +354,69 @@ bool admit(sub_core& s, event_type type, bool may_block) noexcept {
 
 }  // namespace
 
-result<std::size_t> publish_deferred(const list_core& l, sub_core* const* items, std::uint32_t n,
-                                     event_type type, const void* safe,
-                                     const payload_ops& ops, bool may_block) noexcept {
-  // One link per async or queue subscription of the array: whether each is callable is
-  // decided once, in the loop that fills the links below (counting first and filling later
-  // could let a subscription resumed in between take the link of an active one).
-  bool any = false;
-  for (std::uint32_t i = 0; i < n && !any; ++i) {
-    any = sub_callable(*items[i]);
-  }
-  if (!any) {
-    return std::size_t{0};  // no snapshot when nobody would receive it
-  }
-  const std::uint32_t k = n;
-  const std::size_t payload_offset = round_up(sizeof(event_block), std::max<std::size_t>(ops.align, 16));
+event_block* make_block(const list_core& l, std::uint32_t nodes, event_type type, const void* safe,
+                        const payload_ops& ops, const event_block* replayed) noexcept {
+  const std::size_t payload_offset =
+      round_up(sizeof(event_block), std::max<std::size_t>(ops.align, 16));
   const std::size_t nodes_offset = round_up(payload_offset + ops.size, alignof(event_node));
-  const std::size_t bytes = nodes_offset + std::size_t{k} * sizeof(event_node);
+  const std::size_t bytes = nodes_offset + std::size_t{nodes} * sizeof(event_node);
   std::uint32_t cls = 0;
   void* mem = allocate_block(bytes, &cls);
   if (mem == nullptr) {
-    return unexpected(errc::no_memory);
+    return nullptr;
   }
-  const std::int64_t when = now_ns();
   auto* b = ::new (mem) event_block;
   b->size_class = cls;
   b->payload_offset = static_cast<std::uint32_t>(payload_offset);
+  b->nodes_offset = static_cast<std::uint32_t>(nodes_offset);
   b->ops = &ops;
   b->type = type;
-  b->when_ns = when;
+  b->when_ns = now_ns();
   if (!ops.copy(static_cast<unsigned char*>(mem) + payload_offset, safe)) {
     b->~event_block();
     free_block_memory(mem, cls);
-    return unexpected(errc::no_memory);
+    return nullptr;
   }
-  // After the copy, so that a failed publish takes no number (no gap). relaxed: a counter; the
-  // pushes below (release) publish the value with the block.
-  b->sequence = const_cast<list_core&>(l).sequence.fetch_add(1, std::memory_order_relaxed) + 1;
-  auto* nodes = reinterpret_cast<event_node*>(static_cast<unsigned char*>(mem) + nodes_offset);
+  if (replayed != nullptr) {
+    // A last-value replay keeps the number and time of the publish it repeats.
+    b->sequence = replayed->sequence;
+    b->when_ns = replayed->when_ns;
+  } else {
+    // After the copy, so that a failed publish takes no number (no gap). relaxed: a counter;
+    // the pushes (release) publish the value with the block.
+    b->sequence = const_cast<list_core&>(l).sequence.fetch_add(1, std::memory_order_relaxed) + 1;
+  }
+  b->refs.store(1, std::memory_order_relaxed);  // the caller's
+  return b;
+}
+
+namespace {
+
+// Queues node `i` of `b` (its target set) unless the overflow policy drops it. The node holds a
+// reference on `b` either way until this returns. True if queued.
+bool offer_node(event_block* b, event_node& node, event_type type, bool may_block) noexcept {
+  sub_core& s = *node.target;
+  deferred_core& d = *s.deferred;
+  // relaxed: a counter; the push (release) carries the number to the consumer.
+  node.sub_sequence = d.published.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (d.watch_depth && !admit(s, type, may_block)) [[unlikely]] {
+    b->refs.fetch_sub(1, std::memory_order_relaxed);  // the caller's reference remains
+    return false;
+  }
+  d.queue.push_uncounted(node);  // stats() counts events, not the queue
+  notify_consumer(d);
+  return true;
+}
+
+}  // namespace
+
+std::size_t offer_block(event_block* b, sub_core* const* items, std::uint32_t n,
+                        bool may_block) noexcept {
+  auto* nodes = reinterpret_cast<event_node*>(reinterpret_cast<unsigned char*>(b) +
+                                              b->nodes_offset);
+  // One link per callable subscription: whether each is callable is decided once, here
+  // (counting first and filling later could let a subscription resumed in between take the
+  // link of an active one).
   std::uint32_t used = 0;
   for (std::uint32_t i = 0; i < n; ++i) {
     if (sub_callable(*items[i])) {
@@ -402,25 +427,45 @@ result<std::size_t> publish_deferred(const list_core& l, sub_core* const* items,
     }
   }
   b->nodes = used;
-  // One reference per node, plus the publisher's until the end of this function (a node the
-  // overflow policy drops gives its reference back at once).
-  b->refs.store(used + 1, std::memory_order_relaxed);
-  std::uint32_t queued = 0;
+  // One reference per node (a node the overflow policy drops gives its back at once).
+  b->refs.fetch_add(used, std::memory_order_relaxed);
+  std::size_t queued = 0;
   for (std::uint32_t i = 0; i < used; ++i) {
-    sub_core& s = *nodes[i].target;
-    deferred_core& d = *s.deferred;
-    // relaxed: a counter; the push (release) carries the number to the consumer.
-    nodes[i].sub_sequence = d.published.fetch_add(1, std::memory_order_relaxed) + 1;
-    if (d.watch_depth && !admit(s, type, may_block)) [[unlikely]] {
-      b->refs.fetch_sub(1, std::memory_order_relaxed);  // the publisher's reference remains
-      continue;
+    if (offer_node(b, nodes[i], b->type, may_block)) {
+      ++queued;
     }
-    d.queue.push_uncounted(nodes[i]);  // stats() counts events, not the queue
-    notify_consumer(d);
-    ++queued;
   }
+  return queued;
+}
+
+result<std::size_t> publish_deferred(const list_core& l, sub_core* const* items, std::uint32_t n,
+                                     event_type type, const void* safe,
+                                     const payload_ops& ops, bool may_block) noexcept {
+  bool any = false;
+  for (std::uint32_t i = 0; i < n && !any; ++i) {
+    any = sub_callable(*items[i]);
+  }
+  if (!any) {
+    return std::size_t{0};  // no snapshot when nobody would receive it
+  }
+  event_block* b = make_block(l, n, type, safe, ops, nullptr);
+  if (b == nullptr) {
+    return unexpected(errc::no_memory);
+  }
+  const std::size_t queued = offer_block(b, items, n, may_block);
+  release_block(b);  // the publisher's reference
+  return queued;
+}
+
+bool replay_block(const list_core& l, const event_block& last, sub_core& s) noexcept {
+  event_block* b = make_block(l, 1, last.type, last.payload(), *last.ops, &last);
+  if (b == nullptr) {
+    return false;
+  }
+  sub_core* const item = &s;
+  (void)offer_block(b, &item, 1, /*may_block=*/false);
   release_block(b);
-  return std::size_t{queued};
+  return true;
 }
 
 void notify_consumer(deferred_core& d) noexcept {

@@ -5,6 +5,7 @@
 // subscription ends under the mutex (ended flag, out of the id map and member list); its
 // handler is destroyed after the next grace period.
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <exception>
 #include <mutex>
@@ -61,6 +62,27 @@ struct list_state {
   // Ended subscriptions still referenced by a published snapshot because rebuilding it ran
   // out of memory; chained through retire.next, retired by the next rebuild of their family.
   sub_core* stale = nullptr;
+
+  // Last-value events. Publishes of stateful subtypes and every subscribe hold lv_mutex, so a
+  // new subscription's replay and the publishes around it happen in one order (docs/
+  // last_value.md). Recursive: a handler may publish or subscribe on its own list. Taken
+  // before `mutex`, never after it.
+  std::recursive_mutex lv_mutex;
+  // The last event of each stateful subtype, per family (one reference each); guarded by
+  // lv_mutex.
+  std::unordered_map<family_id, std::array<event_block*, max_subtypes>> last;
+
+  ~list_state() { drop_last_values(); }
+  void drop_last_values() noexcept {
+    for (auto& [family, blocks] : last) {
+      for (event_block*& b : blocks) {
+        if (b != nullptr) {
+          release_block(std::exchange(b, nullptr));
+        }
+      }
+    }
+    last.clear();
+  }
 };
 
 list_state& state_of(list_core& l) noexcept { return *static_cast<list_state*>(l.state); }
@@ -447,6 +469,79 @@ void free_sub(sub_core* s) noexcept {
   delete s;
 }
 
+namespace {
+// Gives a new subscription the last value of each stateful subtype it subscribed to, before any
+// newer event (lv_mutex held). Sync: the handler runs now. Async and queue: queued first.
+// False when out of memory.
+bool replay_last_values(list_core& l, list_state& st, sub_core& s, event_type type) noexcept {
+  auto it = st.last.find(type.family());
+  if (it == st.last.end()) {
+    return true;
+  }
+  read_guard guard;  // the handler may be ended (and reclaimed) by another thread meanwhile
+  for (subtype_mask m = type.subtypes(); m != 0; m &= m - 1) {
+    const event_block* b = it->second[static_cast<std::size_t>(std::countr_zero(m))];
+    if (b == nullptr || !sub_callable(s)) {
+      continue;
+    }
+    if (s.deferred == nullptr) {
+      s.invoke(s, b->type, b->payload(), nullptr);  // no unsafe part: it was live only then
+    } else if (!replay_block(l, *b, s)) {
+      return false;
+    }
+  }
+  return true;
+}
+}  // namespace
+
+result<std::size_t> publish_stateful(const list_core& lc, event_type type, unsigned bit,
+                                     const void* safe, void* unsafe,
+                                     const payload_ops& ops) noexcept {
+  auto& l = const_cast<list_core&>(lc);
+  list_state& st = state_of(l);
+  std::lock_guard lv_lock(st.lv_mutex);
+  const bool outermost = !in_read_section();
+  read_guard guard;
+  const directory* d = l.dir.load(std::memory_order_acquire);
+  if (d == &destroyed_directory || d == &shutdown_directory) {
+    return publish_to_ended_list(d);
+  }
+  const sub_array* arr =
+      type.family() < d->families ? d->slots()[type.family()]->by_bit[bit] : &empty_array;
+  std::array<event_block*, max_subtypes>* slots = nullptr;
+  try {
+    slots = &st.last.try_emplace(type.family()).first->second;
+  } catch (const std::bad_alloc&) {
+    return unexpected(errc::no_memory);
+  }
+  // The block is the last value whether or not anyone receives it now. Allocated before any
+  // handler runs: out of memory, nobody gets the event and the last value stays as it was.
+  const std::uint32_t deferred = arr->size - arr->sync_count;
+  event_block* b = make_block(l, deferred, type, safe, ops, nullptr);
+  if (b == nullptr) {
+    return unexpected(errc::no_memory);
+  }
+  event_block* previous = std::exchange((*slots)[bit], b);  // b's reference moves to the slot
+  b->refs.fetch_add(1, std::memory_order_relaxed);          // this publish's own
+  std::size_t called = 0;
+  sub_core* const* items = arr->items();
+  for (std::uint32_t i = 0; i < arr->sync_count; ++i) {
+    sub_core& s = *items[i];
+    if (sub_callable(s)) {
+      s.invoke(s, type, safe, unsafe);
+      ++called;
+    }
+  }
+  if (deferred != 0) {
+    called += offer_block(b, items + arr->sync_count, deferred, outermost);
+  }
+  release_block(b);
+  if (previous != nullptr) {
+    release_block(previous);
+  }
+  return called;
+}
+
 result<subscription> subscribe_core(list_core& l, event_type type, sub_core* s,
                                     const subscribe_options& opt,
                                     const std::source_location& where) noexcept {
@@ -476,6 +571,9 @@ result<subscription> subscribe_core(list_core& l, event_type type, sub_core* s,
   s->refs.store(s->deferred != nullptr ? 3 : 2, std::memory_order_relaxed);
 
   list_state& st = state_of(l);
+  // Held until the replay is queued: no stateful publish can fall between the moment the
+  // subscription becomes visible and the replay of the values it should see.
+  std::unique_lock lv_lock(st.lv_mutex);
   {
     std::lock_guard lock(st.mutex);
     if (l.destroyed.load(std::memory_order_relaxed)) {
@@ -507,8 +605,15 @@ result<subscription> subscribe_core(list_core& l, event_type type, sub_core* s,
     }
     l.refs.fetch_add(1, std::memory_order_relaxed);  // the subscription's reference
   }
+  subscription handle(s);
+  if (!replay_last_values(l, st, *s, type)) {
+    lv_lock.unlock();
+    unsubscribe_core(s);
+    return unexpected(errc::no_memory);
+  }
+  lv_lock.unlock();
   (void)try_collect();  // free replaced snapshot pieces if nobody is publishing; never waits
-  return subscription(s);
+  return handle;
 }
 
 }  // namespace detail
@@ -665,6 +770,11 @@ void sub_list::destroy() noexcept {
       deferred = end_all_locked(l, st, &detail::destroyed_directory);
     }
   }
+  {
+    // After the end: a stateful publish now finds the list destroyed and stores nothing.
+    std::lock_guard lv_lock(st.lv_mutex);
+    st.drop_last_values();
+  }
   // A second destroy waits like the first: the handlers are gone when it returns.
   detail::settle(*l.bus, deferred);
 }
@@ -802,6 +912,11 @@ void bus::shutdown() noexcept {
       // Destroyed earlier by the user: later subscribes now report shutting_down too.
       l->dir.store(&detail::shutdown_directory, std::memory_order_release);
     }
+  }
+  for (detail::list_core* l : lists) {
+    detail::list_state& st = detail::state_of(*l);
+    std::lock_guard lv_lock(st.lv_mutex);
+    st.drop_last_values();
   }
   // A grace period: no publish reaches anything any more; END is queued everywhere.
   (void)detail::collect(/*always_wait=*/true);

@@ -67,6 +67,7 @@ struct alignas(16) event_block {
   std::uint32_t nodes = 0;
   std::uint32_t size_class = 0;  // the pool it returns to
   std::uint32_t payload_offset = 0;
+  std::uint32_t nodes_offset = 0;
   const payload_ops* ops = nullptr;
   event_type type;
   std::uint64_t sequence = 0;     // per list, from 1
@@ -173,6 +174,19 @@ end_reason end_reason_of(const deferred_core& d) noexcept;
 result<std::size_t> publish_deferred(const list_core& l, sub_core* const* items, std::uint32_t n,
                                      event_type type, const void* safe,
                                      const payload_ops& ops, bool may_block) noexcept;
+
+/// A block with room for `nodes` links, holding a copy of `safe` and the list's next sequence
+/// number (or, for a replay, the number and time of `replayed`), with one reference (the
+/// caller's). nullptr when out of memory (or the copy threw).
+event_block* make_block(const list_core& l, std::uint32_t nodes, event_type type, const void* safe,
+                        const payload_ops& ops, const event_block* replayed) noexcept;
+/// Queues `b` to every callable subscription of items[0..n) (n <= the block's room), applying
+/// each one's overflow policy. Returns how many queued it. The caller keeps its reference.
+std::size_t offer_block(event_block* b, sub_core* const* items, std::uint32_t n,
+                        bool may_block) noexcept;
+/// Last-value replay: queues a copy of `last` (same sequence number and time) to `s` alone.
+/// False when out of memory.
+bool replay_block(const list_core& l, const event_block& last, sub_core& s) noexcept;
 
 /// Wakes the consumer of `d` after a push (async: its task; queue: the user's notification).
 void notify_consumer(deferred_core& d) noexcept;
