@@ -19,6 +19,9 @@ packages=(
   libboost-dev   # Boost.Signals2, a peer in herald_microbench
   libsigc++-3.0-dev  # libsigc++ 3, a peer in herald_microbench
   libconcurrentqueue-dev  # moodycamel ConcurrentQueue, a peer in herald_microbench (async)
+  python3        # tools/herald-bench (standard library only) and its unit test
+  gnuplot-nox    # tools/herald-bench's PNG plots (pngcairo terminal, no X11)
+  fonts-dejavu-core  # the font of those plots' text
 )
 # shellcheck disable=SC2206
 packages+=(${HERALD_APT_EXTRA:-})
