@@ -8,9 +8,9 @@ peer, in ns per event, with the ratios peer / herald underneath), writes CSV and
 with every raw number and a description of the machine, and draws one PNG per suite with
 gnuplot. Only the Python 3 standard library is used.
 
-Suites are found by benchmark name, so benchmarks added later (a new peer, a new herald
-variant, a new suite's binary code) show up without changing this file as long as their
-names follow BM_<Subject>_<Library>[/<arg>:<value>...]. A suite whose benchmarks are absent
+Suites are found by benchmark name, so benchmarks added later (a new peer, a herald
+variant, the benchmarks of a suite not written yet) show up without changing this file as
+long as their names follow BM_<Subject>_<Library>[/<arg>:<value>...]. A suite whose benchmarks are absent
 from the binary is reported as "not built".
 
 docs/bench.md is the user's guide.
@@ -96,7 +96,7 @@ def parse_name(name: str) -> Optional[BenchName]:
             try:
                 number = int(float(value))
             except ValueError:
-                continue  # min_time:0.500 and the like
+                continue  # not a number: not an argument
         if key == "threads":
             threads = number
         elif key not in _RUN_PARAMETERS:
@@ -405,11 +405,9 @@ def _natural_key(s: str) -> List[object]:
 # ---- Text output ---------------------------------------------------------------------------
 
 def fmt_ns(v: float) -> str:
-    """Three significant digits: 3.28, 15.5, 161, 2107."""
+    """Three significant digits, whole numbers from 100 on: 3.28, 15.5, 161, 2107."""
     if not math.isfinite(v):
         return "-"
-    if v >= 1000:
-        return f"{v:.0f}"
     if v >= 100:
         return f"{v:.0f}"
     if v >= 10:
@@ -1088,7 +1086,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not binary.exists():
             _log(f"{binary} not found: build it (scripts/herald-bench.sh does) or pass --binary")
             return 2
-        names = list_benchmarks(binary)
+        try:
+            names = list_benchmarks(binary)
+        except (OSError, RuntimeError, subprocess.TimeoutExpired) as e:
+            _log(f"cannot list the benchmarks of {binary}: {e}")
+            return 2
         plan = make_plan(names, suites, args.quick, args.filter)
         if args.list:
             for suite in suites:
@@ -1097,17 +1099,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       f"  {suite.title}")
             return 0
         runs, gbench_context = [], {}
-        load = machine_info(binary).get("load_average")
+        info = machine_info(binary)  # before the run: its commit and load are the run's
+        load = info.get("load_average")
         if load and os.cpu_count() and load[0] > 0.5 * os.cpu_count():
             _log(f"the machine is busy (load average {load[0]:.2f} on {os.cpu_count()} cores): "
                  "the figures will be noisy")
         progress = Progress(len(plan.order))
+        min_times: Dict[str, Optional[float]] = {}
         try:
             for suite_name, name in plan.order:
                 suite = SUITES_BY_NAME[suite_name]
                 min_time = args.min_time
                 if min_time is None:
                     min_time = suite.quick_min_time if args.quick else suite.min_time
+                min_times[suite_name] = min_time
                 budget = 120 + repetitions * (min_time or 0.5) * 40
                 progress.begin(suite_name, name)
                 t0 = time.monotonic()
@@ -1136,10 +1141,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     if plan.suite_status.get(s.name) == "selected"}
     suite_tables = {k: v for k, v in suite_tables.items() if v}
 
-    info = machine_info(binary)
     if args.load:  # describe the machine the loaded runs come from, as far as known
+        info = machine_info(None)
         info = loaded_machine or dict(info, date=gbench_context.get("date", info["date"]),
-                                      git_commit="", git_dirty=None)
+                                      git_commit="", git_dirty=None, load_average=None)
     commit = (info.get("git_commit") or "")[:10] + ("+" if info.get("git_dirty") else "")
     subtitle = (f"{info.get('cpu_model') or 'unknown CPU'}, {info.get('nproc')} cores, "
                 f"commit {commit or 'unknown'}, {info['date'][:16]}, {repetitions_note}")
@@ -1152,7 +1157,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             lines += [f"== {suite.name}: not built ({where} no benchmark named "
                       f"BM_{suite.primary.replace(chr(92) + 'w+', '*')}) ==", ""]
         elif suite.name not in suite_tables:
-            lines += [f"== {suite.name}: no result ==", ""]
+            failed = sum(1 for f in failures if f["suite"] == suite.name)
+            why = f" ({failed} benchmarks failed)" if failed else ""
+            lines += [f"== {suite.name}: no result{why} ==", ""]
         else:
             lines += format_suite(suite, suite_tables[suite.name], repetitions_note)
     text = "\n".join(lines).rstrip() + "\n"
@@ -1165,7 +1172,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     (out / "tables.txt").write_text(text)
     write_csv(out, runs, suite_tables)
     options = {"quick": args.quick, "suites": [s.name for s in suites],
-               "repetitions": repetitions, "min_time": args.min_time, "filter": args.filter,
+               "repetitions": repetitions, "min_time": args.min_time,
+               "min_time_per_suite": {} if args.load else min_times, "filter": args.filter,
                "loaded": [str(p) for p in args.load or []], "wall_seconds": round(wall, 2),
                "benchmarks_run": len(plan.order) if not args.load else 0}
     doc = results_document(info, options, runs, plan.suite_status, suite_tables, failures,
