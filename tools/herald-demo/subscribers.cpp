@@ -42,10 +42,9 @@ void end_counter::ended(herald::end_reason why) {
 }
 
 void end_counter::destroyed() {
-  {
-    std::lock_guard lock(mu_);
-    ++destroyed_;
-  }
+  // Notified under the lock: the waiter may destroy this object as soon as it sees the count.
+  std::lock_guard lock(mu_);
+  ++destroyed_;
   cv_.notify_all();
 }
 
@@ -71,6 +70,51 @@ std::size_t end_counter::ends_for(herald::end_reason why) const {
 std::size_t end_counter::destructions() const {
   std::lock_guard lock(mu_);
   return destroyed_;
+}
+
+// ---- sequence_tracker -------------------------------------------------------------------------
+
+void sequence_tracker::saw(std::uint64_t n) {
+  if (n == 0) {
+    ++duplicates_;  // 0 is never a valid number: count it as an anomaly
+    return;
+  }
+  if (n > seen_.size()) {
+    seen_.resize(std::max<std::size_t>(static_cast<std::size_t>(n), seen_.size() * 2));
+  }
+  if (seen_[n - 1]) {
+    ++duplicates_;
+    return;
+  }
+  seen_[n - 1] = true;
+  ++received_;
+  if (n < highest_) {
+    ++out_of_order_;
+  }
+  highest_ = std::max(highest_, n);
+}
+
+std::uint64_t sequence_tracker::missing(std::uint64_t last) const noexcept {
+  std::uint64_t m = 0;
+  for (std::uint64_t n = 1; n <= last; ++n) {
+    if (n > seen_.size() || !seen_[n - 1]) {
+      ++m;
+    }
+  }
+  return m;
+}
+
+std::uint64_t sequence_tracker::missing_runs(std::uint64_t last) const noexcept {
+  std::uint64_t runs = 0;
+  bool in_run = false;
+  for (std::uint64_t n = 1; n <= last; ++n) {
+    const bool absent = n > seen_.size() || !seen_[n - 1];
+    if (absent && !in_run) {
+      ++runs;
+    }
+    in_run = absent;
+  }
+  return runs;
 }
 
 // ---- audit_logger -----------------------------------------------------------------------------
@@ -221,12 +265,7 @@ herald::result<void> slow_consumer::subscribe(herald::sub_list& global, herald::
 void slow_consumer::on_event(herald::async_event<server_event>& e) {
   latency_.record(clock_type::now() - e.when());
   ++calls_;
-  const std::uint64_t seq = e.sub_sequence();
-  if (seq > last_sub_sequence_ + 1) {
-    gap_events_ += seq - last_sub_sequence_ - 1;
-    ++gap_runs_;
-  }
-  last_sub_sequence_ = std::max(last_sub_sequence_, seq);
+  sequence_.saw(e.sub_sequence());
   std::this_thread::sleep_for(work_);  // the slow part
 }
 
@@ -242,12 +281,15 @@ std::string slow_consumer::describe() const {
   const auto st = sub_.stats();
   return strprintf(
       "  slow-consumer (async, %s us per event on its own thread, queue bound %zu, drop "
-      "oldest): handled %s of %s events; %s dropped (queue high water %s); the %s gaps in "
-      "its sub_sequence() numbers miss %s events\n",
+      "oldest): handled %s of %s events; %s dropped: %s of the oldest queued, %s new ones "
+      "when no queued event could be taken (queue high water %s); %s of its sub_sequence() "
+      "numbers never arrived, in %s gaps\n",
       std::to_string(work_.count()).c_str(), bound_, with_commas(calls_).c_str(),
       with_commas(st.published).c_str(), with_commas(st.dropped()).c_str(),
-      with_commas(st.high_water).c_str(), with_commas(gap_runs_).c_str(),
-      with_commas(gap_events_).c_str());
+      with_commas(st.dropped_oldest).c_str(), with_commas(st.dropped_newest).c_str(),
+      with_commas(st.high_water).c_str(),
+      with_commas(sequence_.missing(st.published)).c_str(),
+      with_commas(sequence_.missing_runs(st.published)).c_str());
 }
 
 // ---- live_table -------------------------------------------------------------------------------
@@ -268,20 +310,17 @@ void live_table::drain() {
   while (auto item = queue_.pop()) {
     if (item->is_end()) {
       reason_ = item->end_reason();
-      {
-        std::lock_guard lock(end_mu_);
-        ends_.fetch_add(1, std::memory_order_release);
-      }
+      // The last touch of this object: once the main thread sees END it may destroy it.
+      // (herald wakes the tasklet no more after END; it holds its own references.)
+      std::lock_guard lock(end_mu_);  // notified under the lock, as in end_counter
+      ends_.fetch_add(1, std::memory_order_release);
       end_cv_.notify_all();
-      continue;  // nothing follows END; pop() says so
+      return;
     }
     const auto now = clock_type::now();
     latency_.record(now - item->when());
     ++popped_;
-    if (item->sub_sequence() != last_sub_sequence_ + 1) {
-      ++sequence_gaps_;  // an unbounded queue drops nothing
-    }
-    last_sub_sequence_ = item->sub_sequence();
+    sequence_.saw(item->sub_sequence());
     const auto& s = item->safe();
     if (item->subtype() == server_subtype::del) {
       rows_.erase(s.server_id);
@@ -296,7 +335,7 @@ void live_table::drain() {
     }
   }
   const auto now = clock_type::now();
-  if (now >= next_print_ && ends_.load(std::memory_order_relaxed) == 0) {
+  if (now >= next_print_) {
     print(now);
     next_print_ = now + every_;
   }
@@ -369,8 +408,10 @@ std::string live_table::describe() const {
   }
   return strprintf(
       "  live-table (queue, drained by a tasklet): popped %s events and END x%d (reason: %s); "
-      "printed %u tables; %zu servers at the end\n",
-      with_commas(popped_).c_str(), ends(), why, tables_printed_, rows_.size());
+      "printed %u tables; %zu servers at the end; %s events arrived after one with a higher "
+      "sub_sequence() (publishers racing)\n",
+      with_commas(popped_).c_str(), ends(), why, tables_printed_, rows_.size(),
+      with_commas(sequence_.out_of_order()).c_str());
 }
 
 // ---- state_view -------------------------------------------------------------------------------

@@ -55,6 +55,30 @@ class end_counter {
   std::size_t destroyed_ = 0;          // guarded by mu_
 };
 
+/// Which of the numbers 1, 2, ... of one subscription (sub_sequence()) arrived, in whatever
+/// order: with several publishers, events are queued in the order their pushes happened,
+/// which may differ from the order of their numbers. One thread at a time.
+class sequence_tracker {
+ public:
+  void saw(std::uint64_t n);
+  [[nodiscard]] std::uint64_t received() const noexcept { return received_; }
+  [[nodiscard]] std::uint64_t highest() const noexcept { return highest_; }
+  /// Numbers received twice (never expected).
+  [[nodiscard]] std::uint64_t duplicates() const noexcept { return duplicates_; }
+  /// Arrivals with a smaller number than one received before.
+  [[nodiscard]] std::uint64_t out_of_order() const noexcept { return out_of_order_; }
+  /// Numbers from 1 to `last` never received, and how many runs of them there are.
+  [[nodiscard]] std::uint64_t missing(std::uint64_t last) const noexcept;
+  [[nodiscard]] std::uint64_t missing_runs(std::uint64_t last) const noexcept;
+
+ private:
+  std::vector<bool> seen_;  // seen_[n - 1]
+  std::uint64_t received_ = 0;
+  std::uint64_t highest_ = 0;
+  std::uint64_t duplicates_ = 0;
+  std::uint64_t out_of_order_ = 0;
+};
+
 /// The handler object of an async subscription: forwards events to its owner, reports END
 /// and its own destruction to an end_counter (once: a moved-from handler reports nothing).
 template <class Owner>
@@ -148,8 +172,8 @@ class stats_aggregator {
 
 /// Async, on the global list, every SERVER event, deliberately slow (it sleeps `work` per
 /// event on a thread of its own), with a queue bounded to `bound` events that drops the
-/// oldest when full. It watches its own sub_sequence() numbers: every gap is an event the
-/// policy dropped, so the gaps must add up to herald's dropped_oldest counter.
+/// oldest when full. It notes its own sub_sequence() numbers: every number missing is an event
+/// the policy dropped, so they must add up to herald's dropped_oldest counter.
 class slow_consumer {
  public:
   slow_consumer(std::chrono::microseconds work, std::size_t bound) : work_(work), bound_(bound) {}
@@ -163,7 +187,7 @@ class slow_consumer {
 
   [[nodiscard]] summary_row row() const;
   [[nodiscard]] std::string describe() const;
-  [[nodiscard]] std::uint64_t gap_events() const noexcept { return gap_events_; }
+  [[nodiscard]] const sequence_tracker& sequence() const noexcept { return sequence_; }
   [[nodiscard]] const end_counter& ends() const noexcept { return ends_; }
   [[nodiscard]] herald::subscription_stats stats() const noexcept { return sub_.stats(); }
   [[nodiscard]] std::size_t bound() const noexcept { return bound_; }
@@ -176,9 +200,7 @@ class slow_consumer {
   end_counter ends_;
   // Written by the handler, read after its END.
   std::uint64_t calls_ = 0;
-  std::uint64_t last_sub_sequence_ = 0;
-  std::uint64_t gap_events_ = 0;  // events missing between consecutive deliveries
-  std::uint64_t gap_runs_ = 0;    // number of gaps
+  sequence_tracker sequence_;
   latency_histogram latency_;
 };
 
@@ -198,7 +220,7 @@ class live_table {
   [[nodiscard]] summary_row row() const;
   [[nodiscard]] std::string describe() const;
   [[nodiscard]] std::uint64_t popped() const noexcept { return popped_; }
-  [[nodiscard]] std::uint64_t sequence_gaps() const noexcept { return sequence_gaps_; }
+  [[nodiscard]] const sequence_tracker& sequence() const noexcept { return sequence_; }
   [[nodiscard]] int ends() const noexcept { return ends_.load(std::memory_order_acquire); }
   [[nodiscard]] herald::end_reason end_reason() const noexcept { return reason_; }
   [[nodiscard]] herald::subscription_stats stats() const noexcept { return queue_.stats(); }
@@ -221,8 +243,7 @@ class live_table {
   std::map<std::uint32_t, row_state> rows_;
   clock_type::time_point next_print_{};
   std::uint64_t popped_ = 0;
-  std::uint64_t last_sub_sequence_ = 0;
-  std::uint64_t sequence_gaps_ = 0;
+  sequence_tracker sequence_;
   unsigned tables_printed_ = 0;
   latency_histogram latency_;
   herald::end_reason reason_ = herald::end_reason::unsubscribed;
