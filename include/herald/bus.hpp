@@ -534,6 +534,13 @@ sub_core* new_sub_with_handler(Fwd&& handler) {
   return s;
 }
 
+// The part of a publish after the family's sync handlers: the wildcard sync handlers, then one
+// block queued to the family's and the wildcard's async and queue subscriptions. Returns how
+// many got the event.
+result<std::size_t> publish_rest(const list_core& l, const sub_array* family,
+                                 const sub_array* wildcard, event_type type, const void* safe,
+                                 const payload_ops& ops, bool outermost) noexcept;
+
 // Calls the sync subscriptions of `d` that match (family, subtype bit `bit`) and queues the
 // event to the matching async and queue ones; inside a read section. Returns how many got it.
 // `outermost`: not inside a handler (overflow_policy::block may wait).
@@ -552,13 +559,14 @@ inline result<std::size_t> call_matching(const list_core& l, const directory* d,
       ++called;
     }
   }
-  if (arr->size != sync_count) {
-    auto queued = publish_deferred(l, items + sync_count, arr->size - sync_count, type, safe, ops,
-                                   outermost);
-    if (!queued) {
-      return unexpected(queued.error());
+  // Async and queue subscriptions, and wildcard ones: out of line.
+  const sub_array* wild = d->wildcard;
+  if (arr->size != sync_count || wild->size != 0) {
+    auto rest = publish_rest(l, arr, wild, type, safe, ops, outermost);
+    if (!rest) {
+      return unexpected(rest.error());
     }
-    called += *queued;
+    called += *rest;
   }
   return called;
 }
@@ -576,8 +584,11 @@ result<std::size_t> publish_stateful(const list_core& l, event_type type, unsign
                                      const void* safe, void* unsafe,
                                      const payload_ops& ops) noexcept;
 
-// What a publish to a list that is no longer live reports.
-result<std::size_t> publish_to_ended_list(const directory* d) noexcept;
+// A publish of a family beyond the snapshot's index: the list is no longer live (an error), or
+// nobody subscribed to the family (only wildcard subscriptions can get the event).
+result<std::size_t> publish_unindexed(const list_core& l, const directory* d, event_type type,
+                                      const void* safe, const payload_ops& ops,
+                                      bool outermost) noexcept;
 
 // The publish fast path: a registered thread outside any read section. `bit` is the index of
 // the published subtype in `type`. The event travels in registers, and the read section's
@@ -593,8 +604,9 @@ inline result<std::size_t> publish_raw(const list_core& l, event_type type, unsi
   enter_section(*r);
   const directory* d = l.dir.load(std::memory_order_acquire);
   if (type.family() >= d->families) [[unlikely]] {
+    auto called = publish_unindexed(l, d, type, safe, ops, /*outermost=*/true);
     leave_section(*r);
-    return publish_to_ended_list(d);
+    return called;
   }
   auto called = call_matching(l, d, type, bit, safe, unsafe, ops, /*outermost=*/true);
   leave_section(*r);
@@ -602,49 +614,29 @@ inline result<std::size_t> publish_raw(const list_core& l, event_type type, unsi
 }
 }  // namespace detail
 
-/// The consumer side of a queue subscription (HAProxy's event_hdl_async_equeue), owned by the
-/// user. Subscribe it with sub_list::subscribe_queue(), then pop until END.
-///
-/// Lifetime: destroying the queue (or reset()) ends the subscription and releases whatever it
-/// still held; herald keeps what it needs (the notification target included) alive by
-/// itself, so a consumer may destroy its queue, and itself, as soon as it popped END.
-/// Thread safety: pop() and the consumer-side accessors from one thread at a time; the
-/// `_approx` accessors from any thread.
-template <family_declaration F>
-class event_queue {
+namespace detail {
+/// What every queue (typed or wildcard) does besides pop(): the binding to its subscription,
+/// reset, and the accessors. Move-only. See event_queue for the contracts.
+class queue_base {
  public:
-  event_queue() noexcept = default;
-  event_queue(const event_queue&) = delete;
-  event_queue& operator=(const event_queue&) = delete;
-  event_queue(event_queue&& o) noexcept : core_(std::exchange(o.core_, nullptr)) {}
-  event_queue& operator=(event_queue&& o) noexcept {
+  queue_base() noexcept = default;
+  queue_base(const queue_base&) = delete;
+  queue_base& operator=(const queue_base&) = delete;
+  queue_base(queue_base&& o) noexcept : core_(std::exchange(o.core_, nullptr)) {}
+  queue_base& operator=(queue_base&& o) noexcept {
     if (this != &o) {
       reset();
       core_ = std::exchange(o.core_, nullptr);
     }
     return *this;
   }
-  ~event_queue() { reset(); }
+  ~queue_base() { reset(); }
 
-  /// The next item: an event, END (once, last), or nothing (empty, or END already popped).
-  /// Blocking: never. Allocation: none. Ownership: the item holds the snapshot until destroyed.
-  /// Errors: none. Ordering: FIFO; events of one publishing thread in publish order.
-  [[nodiscard]] std::optional<queued_event<F>> pop() noexcept {
-    if (core_ == nullptr) {
-      return std::nullopt;
-    }
-    detail::event_node* n = detail::queue_pop(*core_->deferred);
-    if (n == nullptr) {
-      return std::nullopt;
-    }
-    return queued_event<F>(n, n->block == nullptr ? detail::end_reason_of(*core_->deferred)
-                                                  : end_reason::unsubscribed);
-  }
   /// Ends the subscription (if still active) and unbinds the queue. Idempotent. Blocking:
   /// waits for running publishes (as subscription::unsubscribe()).
   void reset() noexcept {
     if (core_ != nullptr) {
-      detail::release_queue(std::exchange(core_, nullptr));
+      release_queue(std::exchange(core_, nullptr));
     }
   }
   /// Subscribed and END not popped yet.
@@ -652,10 +644,10 @@ class event_queue {
     return core_ != nullptr && !core_->deferred->end_popped;
   }
   /// The eventfd of a subscription made with queue_notify::fd(), else -1. Owned by herald.
-  [[nodiscard]] int fd() const noexcept { return core_ == nullptr ? -1 : detail::queue_fd(*core_); }
+  [[nodiscard]] int fd() const noexcept { return core_ == nullptr ? -1 : queue_fd(*core_); }
   /// Items waiting (END not counted); racy by nature. Thread safety: any thread.
   [[nodiscard]] std::size_t size_approx() const noexcept {
-    return core_ == nullptr ? 0 : detail::queue_size_approx(*core_);
+    return core_ == nullptr ? 0 : queue_size_approx(*core_);
   }
   /// Events popped so far / dropped (pending_on_end::discard, or a discarding shutdown).
   [[nodiscard]] std::uint64_t delivered() const noexcept {
@@ -670,10 +662,213 @@ class event_queue {
     return core_ == nullptr ? subscription_stats{} : core_->deferred->stats();
   }
 
+ protected:
+  // The next node (event or END) and, for END, the reason; nullptr if nothing waits.
+  event_node* pop_node(end_reason* why) noexcept {
+    if (core_ == nullptr) {
+      return nullptr;
+    }
+    event_node* n = queue_pop(*core_->deferred);
+    if (n != nullptr && n->block == nullptr) {
+      *why = end_reason_of(*core_->deferred);
+    }
+    return n;
+  }
+
  private:
-  friend class sub_list;
-  detail::sub_core* core_ = nullptr;
+  friend class herald::sub_list;
+  sub_core* core_ = nullptr;
 };
+}  // namespace detail
+
+/// The consumer side of a queue subscription (HAProxy's event_hdl_async_equeue), owned by the
+/// user. Subscribe it with sub_list::subscribe_queue(), then pop until END.
+///
+/// Lifetime: destroying the queue (or reset()) ends the subscription and releases whatever it
+/// still held; herald keeps what it needs (the notification target included) alive by
+/// itself, so a consumer may destroy its queue, and itself, as soon as it popped END.
+/// Thread safety: pop() and the consumer-side accessors from one thread at a time; the
+/// `_approx` accessors and stats() from any thread.
+template <family_declaration F>
+class event_queue : public detail::queue_base {
+ public:
+  /// The next item: an event, END (once, last), or nothing (empty, or END already popped).
+  /// Blocking: never. Allocation: none. Ownership: the item holds the snapshot until destroyed.
+  /// Errors: none. Ordering: FIFO; events of one publishing thread in publish order.
+  [[nodiscard]] std::optional<queued_event<F>> pop() noexcept {
+    end_reason why = end_reason::unsubscribed;
+    detail::event_node* n = pop_node(&why);
+    if (n == nullptr) {
+      return std::nullopt;
+    }
+    return queued_event<F>(n, why);
+  }
+};
+
+/// A read-only, type-erased view of one event, as wildcard subscribers see it: the type and
+/// its names, the numbers and time of the publish, the safe part (as F::safe_part if you know
+/// F, else serialised by the family's codec). Valid while the object that gave it is.
+/// Thread safety: like the object that gave it. Blocking: never.
+class event_view {
+ public:
+  event_view(event_type t, const void* safe, const detail::payload_ops& ops, std::uint64_t seq,
+             std::uint64_t sub_seq, std::int64_t when_ns) noexcept
+      : type_(t), safe_(safe), ops_(&ops), sequence_(seq), sub_sequence_(sub_seq),
+        when_ns_(when_ns) {}
+
+  /// The published type (one subtype). Allocation: none.
+  [[nodiscard]] event_type type() const noexcept { return type_; }
+  [[nodiscard]] family_id family() const noexcept { return type_.family(); }
+  /// "SERVER". Allocation: none.
+  [[nodiscard]] std::string_view family_name() const noexcept {
+    auto n = herald::family_name(type_.family());
+    return n ? *n : std::string_view{};
+  }
+  /// "SERVER_DOWN". Allocation: the string.
+  [[nodiscard]] std::string type_name() const { return herald::type_name(type_); }
+  /// The list's sequence number of the publish; 0 for a sync delivery (sync publishes are not
+  /// numbered: numbering would add a shared write to every publish).
+  [[nodiscard]] std::uint64_t sequence() const noexcept { return sequence_; }
+  /// The event's number for this subscription (async and queue; 0 for sync).
+  [[nodiscard]] std::uint64_t sub_sequence() const noexcept { return sub_sequence_; }
+  /// When it was published (async and queue); for a sync delivery, now.
+  [[nodiscard]] std::chrono::steady_clock::time_point when() const noexcept {
+    if (when_ns_ == 0) {
+      return std::chrono::steady_clock::now();
+    }
+    return std::chrono::steady_clock::time_point(std::chrono::nanoseconds(when_ns_));
+  }
+  /// The safe part as F's, or nullptr if the event is of another family.
+  template <family_declaration F>
+  [[nodiscard]] const typename F::safe_part* safe_as() const noexcept {
+    return type_.family() == family_id_of<F>() ? static_cast<const typename F::safe_part*>(safe_)
+                                               : nullptr;
+  }
+  /// The safe part, untyped.
+  [[nodiscard]] const void* safe_data() const noexcept { return safe_; }
+  /// True if the family declared a codec (`struct codec { static std::string
+  /// encode(const safe_part&); };` in the family).
+  [[nodiscard]] bool has_codec() const noexcept { return ops_->encode != nullptr; }
+  /// The safe part serialised by the family's codec. Errors: no_codec, no_memory (or the codec
+  /// threw). Allocation: the string.
+  [[nodiscard]] result<std::string> encode() const noexcept {
+    if (ops_->encode == nullptr) {
+      return unexpected(errc::no_codec);
+    }
+    std::string out;
+    if (!ops_->encode(safe_, out)) {
+      return unexpected(errc::no_memory);
+    }
+    return out;
+  }
+
+ private:
+  event_type type_;
+  const void* safe_;
+  const detail::payload_ops* ops_;
+  std::uint64_t sequence_;
+  std::uint64_t sub_sequence_;
+  std::int64_t when_ns_;
+};
+
+/// What a wildcard handler (sync or async) receives: the event's view and its own
+/// subscription. Thread safety: only inside the handler call that received it.
+class wildcard_event : public event_view {
+ public:
+  wildcard_event(const event_view& v, detail::sub_core& core) noexcept
+      : event_view(v), self_(core) {}
+  /// This handler's own subscription.
+  [[nodiscard]] subscription_self& self() noexcept { return self_; }
+
+ private:
+  subscription_self self_;
+};
+
+/// One item popped from a wildcard_queue: an event or END. Move-only; holds the shared snapshot
+/// until destroyed. Thread safety: one thread at a time.
+class queued_wildcard {
+ public:
+  queued_wildcard(detail::event_node* n, herald::end_reason why) noexcept
+      : block_(n->block), sub_sequence_(n->sub_sequence), reason_(why) {}
+  queued_wildcard(queued_wildcard&& o) noexcept
+      : block_(std::exchange(o.block_, nullptr)), sub_sequence_(o.sub_sequence_),
+        reason_(o.reason_) {}
+  queued_wildcard& operator=(queued_wildcard&& o) noexcept {
+    std::swap(block_, o.block_);
+    std::swap(sub_sequence_, o.sub_sequence_);
+    std::swap(reason_, o.reason_);
+    return *this;
+  }
+  ~queued_wildcard() {
+    if (block_ != nullptr) {
+      detail::release_block(block_);
+    }
+  }
+  /// True for END (the last item). view() is misuse on END (aborts).
+  [[nodiscard]] bool is_end() const noexcept { return block_ == nullptr; }
+  /// The event; valid while this item lives.
+  [[nodiscard]] event_view view() const noexcept {
+    HERALD_ASSERT(block_ != nullptr, "view() called on the END item");
+    return event_view(block_->type, block_->payload(), *block_->ops, block_->sequence,
+                      sub_sequence_, block_->when_ns);
+  }
+  /// END only: why the subscription ended. Misuse on an event (aborts).
+  [[nodiscard]] herald::end_reason end_reason() const noexcept {
+    HERALD_ASSERT(block_ == nullptr, "end_reason() called on an event (not END)");
+    return reason_;
+  }
+
+ private:
+  detail::event_block* block_;
+  std::uint64_t sub_sequence_ = 0;
+  herald::end_reason reason_ = herald::end_reason::unsubscribed;
+};
+
+/// The consumer side of a wildcard queue subscription (every family of a list); otherwise as
+/// event_queue.
+class wildcard_queue : public detail::queue_base {
+ public:
+  /// As event_queue::pop().
+  [[nodiscard]] std::optional<queued_wildcard> pop() noexcept {
+    end_reason why = end_reason::unsubscribed;
+    detail::event_node* n = pop_node(&why);
+    if (n == nullptr) {
+      return std::nullopt;
+    }
+    return queued_wildcard(n, why);
+  }
+};
+
+namespace detail {
+inline event_type wildcard_type() noexcept { return event_type(wildcard_family, ~subtype_mask{0}); }
+
+template <class H, bool Inline>
+H& handler_of(sub_core& s) noexcept {
+  return Inline ? *std::launder(reinterpret_cast<H*>(s.inline_handler))
+                : *static_cast<H*>(s.handler);
+}
+
+template <class H, bool Inline>
+void invoke_wildcard(sub_core& s, event_type type, const void* safe, const payload_ops& ops) {
+  wildcard_event e(event_view(type, safe, ops, 0, 0, 0), s);
+  try {
+    handler_of<H, Inline>(s)(e);
+  } catch (...) {
+    report_handler_exception(s, type);
+  }
+}
+
+template <class H, bool Inline>
+void deliver_wildcard(sub_core& s, const event_block& b, std::uint64_t sub_sequence) {
+  wildcard_event e(event_view(b.type, b.payload(), *b.ops, b.sequence, sub_sequence, b.when_ns),
+                   s);
+  try {
+    handler_of<H, Inline>(s)(e);
+  } catch (...) {
+    report_handler_exception(s, b.type);
+  }
+}
+}  // namespace detail
 
 /// A subscription list: the global list of a bus, or a user list (one per server...).
 ///
@@ -802,10 +997,17 @@ class sub_list {
       event_type type, event_queue<F>& q, queue_notify notify = queue_notify::none(),
       const subscribe_options& opt = {},
       const std::source_location& where = std::source_location::current()) {
-    HERALD_ASSERT(q.core_ == nullptr, "subscribe_queue() with a queue already subscribed");
     if (type.family() != family_id_of<F>() || type.subtypes() == 0) {
       return unexpected(errc::family_mismatch);
     }
+    return subscribe_queue_core(q, type, std::move(notify), opt, where);
+  }
+
+ private:
+  result<subscription> subscribe_queue_core(detail::queue_base& qb, event_type type,
+                                            queue_notify notify, const subscribe_options& opt,
+                                            const std::source_location& where) {
+    HERALD_ASSERT(qb.core_ == nullptr, "subscribe_queue() with a queue already subscribed");
     if (auto ok = detail::check_backpressure(opt); !ok) {
       return unexpected(ok.error());
     }
@@ -823,12 +1025,79 @@ class sub_list {
     // Bound before the subscription becomes visible: a publish may notify the consumer before
     // subscribe_core() returns, and its pop() must find the queue. The consumer's reference
     // is counted by subscribe_core (which frees `s` on failure: then unbind).
-    q.core_ = s;
+    qb.core_ = s;
     auto sub = detail::subscribe_core(*core_, type, s, opt, where);
     if (!sub) {
-      q.core_ = nullptr;
+      qb.core_ = nullptr;
     }
     return sub;
+  }
+
+ public:
+  /// Wildcard subscriptions: every event published to this list, of every family, in sync
+  /// mode; the handler (callable as `void(herald::wildcard_event&)`) sees a type-erased view of
+  /// the safe part (the unsafe part is not available). Runs after the family's own sync
+  /// subscriptions. Not resubscribable (family_mismatch). Otherwise as subscribe_sync(); last
+  /// values of every stateful subtype of the list are replayed inside this call.
+  template <class H>
+  result<subscription> subscribe_wildcard_sync(
+      H&& handler, const subscribe_options& opt = {},
+      const std::source_location& where = std::source_location::current()) {
+    using handler_t = std::decay_t<H>;
+    static_assert(std::is_invocable_v<handler_t&, wildcard_event&>,
+                  "a wildcard handler is callable as void(herald::wildcard_event&)");
+    detail::sub_core* s = detail::new_sub_with_handler<handler_t>(std::forward<H>(handler));
+    if (s == nullptr) {
+      return unexpected(errc::no_memory);
+    }
+    s->invoke = &detail::invoke_never;
+    s->invoke_any = &detail::invoke_wildcard<handler_t, detail::handler_fits_inline<handler_t>>;
+    return detail::subscribe_core(*core_, detail::wildcard_type(), s, opt, where);
+  }
+
+  /// Wildcard subscription in async mode: as subscribe_async(), for every family of the list;
+  /// the handler is callable as `void(herald::wildcard_event&)`.
+  template <class H>
+  result<subscription> subscribe_wildcard_async(
+      H&& handler, const subscribe_options& opt = {},
+      const std::source_location& where = std::source_location::current()) {
+    using handler_t = std::decay_t<H>;
+    static_assert(std::is_invocable_v<handler_t&, wildcard_event&>,
+                  "a wildcard handler is callable as void(herald::wildcard_event&)");
+    if (opt.events_per_run > 10000) {
+      return unexpected(errc::invalid_argument);
+    }
+    if (auto ok = detail::check_backpressure(opt); !ok) {
+      return unexpected(ok.error());
+    }
+    if (detail::is_shutting_down(*core_)) {
+      return unexpected(errc::shutting_down);
+    }
+    detail::sub_core* s = detail::new_sub_with_handler<handler_t>(std::forward<H>(handler));
+    if (s == nullptr) {
+      return unexpected(errc::no_memory);
+    }
+    s->invoke = &detail::invoke_never;
+    if (!detail::attach_async(
+            *core_, s, opt,
+            &detail::deliver_wildcard<handler_t, detail::handler_fits_inline<handler_t>>)) {
+      s->destroy(s->handler);
+      detail::free_sub(s);
+      return unexpected(errc::no_memory);
+    }
+    if constexpr (detail::has_on_end<handler_t>) {
+      s->deferred->deliver_end =
+          &detail::deliver_end<handler_t, detail::handler_fits_inline<handler_t>>;
+    }
+    return detail::subscribe_core(*core_, detail::wildcard_type(), s, opt, where);
+  }
+
+  /// Wildcard subscription in queue mode: as subscribe_queue(), for every family of the list.
+  result<subscription> subscribe_wildcard_queue(
+      wildcard_queue& q, queue_notify notify = queue_notify::none(),
+      const subscribe_options& opt = {},
+      const std::source_location& where = std::source_location::current()) {
+    return subscribe_queue_core(q, detail::wildcard_type(), std::move(notify), opt, where);
   }
 
   /// Publishes one event of family F and subtype `sub` to this list: every active sync
@@ -878,11 +1147,11 @@ class sub_list {
     if constexpr (stateful_mask_v<F> != 0) {
       if (((stateful_mask_v<F> >> bit) & 1U) != 0) {
         return detail::publish_stateful(*core_, type_of<F>(sub), bit, safe, unsafe,
-                                        detail::payload_ops_of<typename F::safe_part>);
+                                        detail::payload_ops_of<F>);
       }
     }
     return detail::publish_raw(*core_, type_of<F>(sub), bit, safe, unsafe,
-                               detail::payload_ops_of<typename F::safe_part>);
+                               detail::payload_ops_of<F>);
   }
 
   detail::list_core* core_;

@@ -34,6 +34,7 @@ enum class errc : int {
   shutting_down = 8,   ///< the bus is shutting down or shut down
   too_many = 9,        ///< a fixed limit was reached (families, subtypes per family)
   invalid_argument = 10, ///< a value outside its documented range
+  no_codec = 11,         ///< the family declared no codec (serialising its safe part)
 };
 
 /// The std::error_category of herald::errc ("herald"). Thread safety: any thread.

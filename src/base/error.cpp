@@ -33,6 +33,8 @@ class category final : public std::error_category {
         return "a fixed limit was reached";
       case errc::invalid_argument:
         return "argument out of range";
+      case errc::no_codec:
+        return "the family declared no codec";
     }
     return "unknown herald error " + std::to_string(code);
   }
@@ -67,6 +69,8 @@ std::string_view to_string(errc e) noexcept {
       return "too_many";
     case errc::invalid_argument:
       return "invalid_argument";
+    case errc::no_codec:
+      return "no_codec";
   }
   return "unknown";
 }

@@ -111,6 +111,10 @@ struct thread_cache {
 };
 thread_local thread_cache tls_cache;
 
+// Async handlers running on this thread (on a worker or a user's executor): a publish from one
+// never blocks on a full queue.
+thread_local unsigned tls_async_handlers = 0;
+
 std::uint32_t class_of(std::size_t bytes) noexcept {
   if (bytes <= min_class_bytes) {
     return 0;
@@ -302,7 +306,7 @@ bool admit(sub_core& s, event_type type, bool may_block) noexcept {
     watch_slow(s, type, a - r);
     switch (policy) {
       case overflow_policy::block:
-        if (!may_block || on_scheduler_worker()) {
+        if (!may_block || tls_async_handlers != 0 || on_scheduler_worker()) {
           policy = d.bp.after_timeout;  // a handler or a worker never waits
           continue;
         }
@@ -410,20 +414,22 @@ bool offer_node(event_block* b, event_node& node, event_type type, bool may_bloc
 
 }  // namespace
 
-std::size_t offer_block(event_block* b, sub_core* const* items, std::uint32_t n,
-                        bool may_block) noexcept {
+std::size_t offer_block(event_block* b, std::span<sub_core* const> first,
+                        std::span<sub_core* const> second, bool may_block) noexcept {
   auto* nodes = reinterpret_cast<event_node*>(reinterpret_cast<unsigned char*>(b) +
                                               b->nodes_offset);
   // One link per callable subscription: whether each is callable is decided once, here
   // (counting first and filling later could let a subscription resumed in between take the
   // link of an active one).
   std::uint32_t used = 0;
-  for (std::uint32_t i = 0; i < n; ++i) {
-    if (sub_callable(*items[i])) {
-      event_node* node = ::new (&nodes[used]) event_node;
-      node->block = b;
-      node->target = items[i];
-      ++used;
+  for (const auto range : {first, second}) {
+    for (sub_core* s : range) {
+      if (sub_callable(*s)) {
+        event_node* node = ::new (&nodes[used]) event_node;
+        node->block = b;
+        node->target = s;
+        ++used;
+      }
     }
   }
   b->nodes = used;
@@ -438,34 +444,23 @@ std::size_t offer_block(event_block* b, sub_core* const* items, std::uint32_t n,
   return queued;
 }
 
-result<std::size_t> publish_deferred(const list_core& l, sub_core* const* items, std::uint32_t n,
-                                     event_type type, const void* safe,
-                                     const payload_ops& ops, bool may_block) noexcept {
-  bool any = false;
-  for (std::uint32_t i = 0; i < n && !any; ++i) {
-    any = sub_callable(*items[i]);
-  }
-  if (!any) {
+result<std::size_t> publish_deferred(const list_core& l, std::span<sub_core* const> family,
+                                     std::span<sub_core* const> wildcard, event_type type,
+                                     const void* safe, const payload_ops& ops,
+                                     bool may_block) noexcept {
+  const auto callable = [](sub_core* s) { return sub_callable(*s); };
+  if (std::none_of(family.begin(), family.end(), callable) &&
+      std::none_of(wildcard.begin(), wildcard.end(), callable)) {
     return std::size_t{0};  // no snapshot when nobody would receive it
   }
+  const auto n = static_cast<std::uint32_t>(family.size() + wildcard.size());
   event_block* b = make_block(l, n, type, safe, ops, nullptr);
   if (b == nullptr) {
     return unexpected(errc::no_memory);
   }
-  const std::size_t queued = offer_block(b, items, n, may_block);
+  const std::size_t queued = offer_block(b, family, wildcard, may_block);
   release_block(b);  // the publisher's reference
   return queued;
-}
-
-bool replay_block(const list_core& l, const event_block& last, sub_core& s) noexcept {
-  event_block* b = make_block(l, 1, last.type, last.payload(), *last.ops, &last);
-  if (b == nullptr) {
-    return false;
-  }
-  sub_core* const item = &s;
-  (void)offer_block(b, &item, 1, /*may_block=*/false);
-  release_block(b);
-  return true;
 }
 
 void notify_consumer(deferred_core& d) noexcept {
@@ -587,7 +582,9 @@ bool run_async(task& t) noexcept {
     if (should_discard(d)) {
       bump(d.discarded);
     } else {
+      ++tls_async_handlers;
       d.deliver(*d.sub, *node.block, node.sub_sequence);
+      --tls_async_handlers;
       bump(d.delivered);
     }
     release_block(node.block);

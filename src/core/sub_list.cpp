@@ -29,14 +29,45 @@ constinit directory shutdown_directory{};
 constinit const sub_array empty_array{};
 constinit const family_slot empty_slot{};
 
-result<std::size_t> publish_to_ended_list(const directory* d) noexcept {
+result<std::size_t> publish_unindexed(const list_core& l, const directory* d, event_type type,
+                                      const void* safe, const payload_ops& ops,
+                                      bool outermost) noexcept {
   if (d == &destroyed_directory) {
     return unexpected(errc::list_destroyed);
   }
   if (d == &shutdown_directory) {
     return unexpected(errc::shutting_down);
   }
-  return std::size_t{0};  // a live list where nobody ever subscribed to this family
+  if (d->wildcard->size == 0) {
+    return std::size_t{0};  // a live list where nobody ever subscribed to this family
+  }
+  return publish_rest(l, &empty_array, d->wildcard, type, safe, ops, outermost);
+}
+
+result<std::size_t> publish_rest(const list_core& l, const sub_array* family,
+                                 const sub_array* wildcard, event_type type, const void* safe,
+                                 const payload_ops& ops, bool outermost) noexcept {
+  std::size_t called = 0;
+  sub_core* const* wild = wildcard->items();
+  for (std::uint32_t i = 0; i < wildcard->sync_count; ++i) {
+    sub_core& s = *wild[i];
+    if (sub_callable(s)) {
+      s.invoke_any(s, type, safe, ops);
+      ++called;
+    }
+  }
+  const std::span<sub_core* const> family_deferred(family->items() + family->sync_count,
+                                                   family->size - family->sync_count);
+  const std::span<sub_core* const> wild_deferred(wild + wildcard->sync_count,
+                                                 wildcard->size - wildcard->sync_count);
+  if (family_deferred.empty() && wild_deferred.empty()) {
+    return called;
+  }
+  auto queued = publish_deferred(l, family_deferred, wild_deferred, type, safe, ops, outermost);
+  if (!queued) {
+    return unexpected(queued.error());
+  }
+  return called + *queued;
 }
 
 result<std::size_t> publish_nested(const list_core& l, event_type type, unsigned bit,
@@ -46,7 +77,7 @@ result<std::size_t> publish_nested(const list_core& l, event_type type, unsigned
   read_guard guard;
   const directory* d = l.dir.load(std::memory_order_acquire);
   if (type.family() >= d->families) {
-    return publish_to_ended_list(d);
+    return publish_unindexed(l, d, type, safe, ops, outermost);
   }
   return call_matching(l, d, type, bit, safe, unsafe, ops, outermost);
 }
@@ -247,17 +278,53 @@ bool build_slot(const list_state& st, family_id f, family_slot** out) noexcept {
 }
 
 // Rebuilds family f's part of the snapshot and publishes it. Call with the mutex held.
+// Builds the array of wildcard subscriptions (sync first, each part in subscription order).
+// *out is &empty_array when there are none. False (nothing allocated) when out of memory.
+bool build_wildcard(const list_state& st, sub_array** out) noexcept {
+  const auto is_wild = [](const sub_core* s) {
+    return unpack_type(s->type.load(std::memory_order_relaxed)).family() == wildcard_family;
+  };
+  const auto count = static_cast<std::size_t>(
+      std::count_if(st.members.begin(), st.members.end(), is_wild));
+  *out = const_cast<sub_array*>(&empty_array);
+  if (count == 0) {
+    return true;
+  }
+  sub_array* a = allocate_piece<sub_array>(count);
+  if (a == nullptr) {
+    return false;
+  }
+  for (const bool deferred : {false, true}) {
+    for (sub_core* s : st.members) {
+      if (is_wild(s) && (s->deferred != nullptr) == deferred) {
+        a->items()[a->size++] = s;
+        if (!deferred) {
+          a->sync_count = a->size;
+        }
+      }
+    }
+  }
+  *out = a;
+  return true;
+}
+
 bool rebuild(list_core& l, list_state& st, family_id f) noexcept {
+  const bool wild = f == wildcard_family;
   family_slot* slot = const_cast<family_slot*>(&empty_slot);
-  if (!build_slot(st, f, &slot)) {
+  sub_array* wild_array = const_cast<sub_array*>(&empty_array);
+  if (wild ? !build_wildcard(st, &wild_array) : !build_slot(st, f, &slot)) {
     return false;
   }
   const directory* old = l.dir.load(std::memory_order_relaxed);
-  const std::uint32_t families = std::max<std::uint32_t>(old->families, f + 1u);
+  const std::uint32_t families =
+      wild ? old->families : std::max<std::uint32_t>(old->families, f + 1u);
   directory* dir = allocate_piece<directory>(families);
   if (dir == nullptr) {
     if (slot != &empty_slot) {
       free_slot(slot);
+    }
+    if (wild_array != &empty_array) {
+      free_piece(wild_array->retire);
     }
     return false;
   }
@@ -265,14 +332,20 @@ bool rebuild(list_core& l, list_state& st, family_id f) noexcept {
   for (std::uint32_t i = 0; i < families; ++i) {
     dir->slots()[i] = i < old->families ? old->slots()[i] : &empty_slot;
   }
-  const family_slot* old_slot = f < old->families ? old->slots()[f] : &empty_slot;
-  dir->slots()[f] = slot;
+  dir->wildcard = wild ? wild_array : old->wildcard;
+  const family_slot* old_slot = !wild && f < old->families ? old->slots()[f] : &empty_slot;
+  if (!wild) {
+    dir->slots()[f] = slot;
+  }
   // release: publishes the new pieces; pairs with publish_raw's acquire load.
   l.dir.store(dir, std::memory_order_release);
   if (old != &empty_directory && old != &destroyed_directory) {
     retire(const_cast<directory*>(old)->retire);
   }
   retire_slot(old_slot);
+  if (wild && old->wildcard != &empty_array) {
+    retire(const_cast<sub_array*>(old->wildcard)->retire);
+  }
   // Stale subscriptions of this family are no longer referenced by the snapshot.
   sub_core** link = &st.stale;
   while (*link != nullptr) {
@@ -332,6 +405,9 @@ bool end_all_locked(list_core& l, list_state& st, const directory* ended) noexce
   if (old != &empty_directory) {
     for (std::uint32_t i = 0; i < old->families; ++i) {
       retire_slot(old->slots()[i]);
+    }
+    if (old->wildcard != &empty_array) {
+      retire(const_cast<sub_array*>(old->wildcard)->retire);
     }
     retire(const_cast<directory*>(old)->retire);
   }
@@ -472,24 +548,83 @@ void free_sub(sub_core* s) noexcept {
 namespace {
 // Gives a new subscription the last value of each stateful subtype it subscribed to, before any
 // newer event (lv_mutex held). Sync: the handler runs now. Async and queue: queued first.
-// False when out of memory.
+// False when out of memory (then nothing was queued).
+//
+// A sync handler run by the replay may publish to this list (lv_mutex is recursive), replacing
+// or, by destroying the list, dropping the values being replayed: so every value is held by
+// its own reference while replayed, and a subtype whose value changed meanwhile is not
+// replayed (the subscription, already visible, received the newer event directly).
 bool replay_last_values(list_core& l, list_state& st, sub_core& s, event_type type) noexcept {
-  auto it = st.last.find(type.family());
-  if (it == st.last.end()) {
+  if (st.last.empty()) {
     return true;
   }
-  read_guard guard;  // the handler may be ended (and reclaimed) by another thread meanwhile
-  for (subtype_mask m = type.subtypes(); m != 0; m &= m - 1) {
-    const event_block* b = it->second[static_cast<std::size_t>(std::countr_zero(m))];
-    if (b == nullptr || !sub_callable(s)) {
-      continue;
+  struct entry {
+    family_id family;
+    std::size_t bit;
+    event_block* last;   // a reference of ours
+    event_block* copy;   // async and queue: the block to queue (one node)
+  };
+  std::vector<entry> todo;
+  const auto add = [&](family_id f, const std::array<event_block*, max_subtypes>& blocks,
+                       subtype_mask mask) {
+    for (std::size_t bit = 0; bit < max_subtypes; ++bit) {
+      if (blocks[bit] != nullptr && ((mask >> bit) & 1U) != 0) {
+        todo.push_back(entry{f, bit, blocks[bit], nullptr});
+      }
     }
-    if (s.deferred == nullptr) {
-      s.invoke(s, b->type, b->payload(), nullptr);  // no unsafe part: it was live only then
-    } else if (!replay_block(l, *b, s)) {
-      return false;
+  };
+  try {
+    if (type.family() == wildcard_family) {
+      for (const auto& [f, blocks] : st.last) {
+        add(f, blocks, ~subtype_mask{0});
+      }
+      // Family order (the map is unordered), subtype order within a family.
+      std::sort(todo.begin(), todo.end(), [](const entry& x, const entry& y) {
+        return x.family != y.family ? x.family < y.family : x.bit < y.bit;
+      });
+    } else if (auto it = st.last.find(type.family()); it != st.last.end()) {
+      add(type.family(), it->second, type.subtypes());
+    }
+  } catch (const std::bad_alloc&) {
+    return false;
+  }
+  for (entry& e : todo) {
+    e.last->refs.fetch_add(1, std::memory_order_relaxed);
+  }
+  const auto release_all = [&] {
+    for (entry& e : todo) {
+      release_block(e.last);
+      if (e.copy != nullptr) {
+        release_block(e.copy);
+      }
+    }
+  };
+  if (s.deferred != nullptr) {
+    // Every copy first: out of memory, nothing is queued (no half replay).
+    for (entry& e : todo) {
+      e.copy = make_block(l, 1, e.last->type, e.last->payload(), *e.last->ops, e.last);
+      if (e.copy == nullptr) {
+        release_all();
+        return false;
+      }
     }
   }
+  read_guard guard;  // the handler may be ended (and reclaimed) by another thread meanwhile
+  for (entry& e : todo) {
+    auto it = st.last.find(e.family);
+    if (it == st.last.end() || it->second[e.bit] != e.last || !sub_callable(s)) {
+      continue;  // replaced (delivered directly), dropped (list destroyed), or ended/paused
+    }
+    if (e.copy != nullptr) {
+      sub_core* const item = &s;
+      (void)offer_block(e.copy, {&item, 1}, {}, /*may_block=*/false);
+    } else if (s.invoke_any != nullptr) {
+      s.invoke_any(s, e.last->type, e.last->payload(), *e.last->ops);
+    } else {
+      s.invoke(s, e.last->type, e.last->payload(), nullptr);  // no unsafe part: live only then
+    }
+  }
+  release_all();
   return true;
 }
 }  // namespace
@@ -504,7 +639,7 @@ result<std::size_t> publish_stateful(const list_core& lc, event_type type, unsig
   read_guard guard;
   const directory* d = l.dir.load(std::memory_order_acquire);
   if (d == &destroyed_directory || d == &shutdown_directory) {
-    return publish_to_ended_list(d);
+    return publish_unindexed(l, d, type, safe, ops, outermost);  // the error
   }
   const sub_array* arr =
       type.family() < d->families ? d->slots()[type.family()]->by_bit[bit] : &empty_array;
@@ -516,7 +651,9 @@ result<std::size_t> publish_stateful(const list_core& lc, event_type type, unsig
   }
   // The block is the last value whether or not anyone receives it now. Allocated before any
   // handler runs: out of memory, nobody gets the event and the last value stays as it was.
-  const std::uint32_t deferred = arr->size - arr->sync_count;
+  const sub_array* wild = d->wildcard;
+  const std::uint32_t deferred =
+      (arr->size - arr->sync_count) + (wild->size - wild->sync_count);
   event_block* b = make_block(l, deferred, type, safe, ops, nullptr);
   if (b == nullptr) {
     return unexpected(errc::no_memory);
@@ -532,8 +669,17 @@ result<std::size_t> publish_stateful(const list_core& lc, event_type type, unsig
       ++called;
     }
   }
+  for (std::uint32_t i = 0; i < wild->sync_count; ++i) {
+    sub_core& s = *wild->items()[i];
+    if (sub_callable(s)) {
+      s.invoke_any(s, type, safe, ops);
+      ++called;
+    }
+  }
   if (deferred != 0) {
-    called += offer_block(b, items + arr->sync_count, deferred, outermost);
+    called += offer_block(
+        b, {items + arr->sync_count, arr->size - arr->sync_count},
+        {wild->items() + wild->sync_count, wild->size - wild->sync_count}, outermost);
   }
   release_block(b);
   if (previous != nullptr) {
@@ -552,7 +698,7 @@ result<subscription> subscribe_core(list_core& l, event_type type, sub_core* s,
     free_sub(s);
     return unexpected(e);
   };
-  if (!subset_of_family(type)) {
+  if (type.family() != wildcard_family && !subset_of_family(type)) {
     return fail(errc::family_mismatch);
   }
   try {

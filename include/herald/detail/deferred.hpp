@@ -17,6 +17,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <span>
+#include <string>
 #include <new>
 #include <thread>
 
@@ -39,12 +41,23 @@ struct payload_ops {
   // Copies *src into raw storage `dst`. Returns false if the copy threw.
   bool (*copy)(void* dst, const void* src) noexcept;
   void (*destroy)(void* p) noexcept;
+  // The family's codec (F::codec::encode), or nullptr: for wildcard subscribers and bridges.
+  // Returns false if encoding threw.
+  bool (*encode)(const void* p, std::string& out) noexcept;
 };
 
-template <class T>
+/// A family declares a codec with a nested `codec` type whose static encode(const safe_part&)
+/// returns the serialised form (anything convertible to std::string).
+template <class F>
+concept has_codec = requires(const typename F::safe_part& p) {
+  { F::codec::encode(p) } -> std::convertible_to<std::string>;
+};
+
+template <class F>
 inline constexpr payload_ops payload_ops_of{
-    sizeof(T), alignof(T),
+    sizeof(typename F::safe_part), alignof(typename F::safe_part),
     [](void* dst, const void* src) noexcept -> bool {
+      using T = typename F::safe_part;
       try {
         ::new (dst) T(*static_cast<const T*>(src));
         return true;
@@ -52,7 +65,24 @@ inline constexpr payload_ops payload_ops_of{
         return false;
       }
     },
-    [](void* p) noexcept { static_cast<T*>(p)->~T(); }};
+    [](void* p) noexcept {
+      using T = typename F::safe_part;
+      static_cast<T*>(p)->~T();
+    },
+    [] {
+      if constexpr (has_codec<F>) {
+        return +[](const void* p, std::string& out) noexcept -> bool {
+          try {
+            out = F::codec::encode(*static_cast<const typename F::safe_part*>(p));
+            return true;
+          } catch (...) {
+            return false;
+          }
+        };
+      } else {
+        return static_cast<bool (*)(const void*, std::string&) noexcept>(nullptr);
+      }
+    }()};
 
 /// A queue link inside an event block (or a subscription's END node: block == nullptr).
 struct event_node : mpsc_node {
@@ -169,24 +199,24 @@ end_reason end_reason_of(const deferred_core& d) noexcept;
 /// The out-of-line part of a publish: copies the safe part once into a pooled block and queues
 /// it to every callable deferred subscription in items[0..n). Returns how many got it, or
 /// no_memory (then none of them did).
-/// `may_block`: the publish is outermost (not inside a handler) and not on a worker thread, so
-/// overflow_policy::block may wait.
-result<std::size_t> publish_deferred(const list_core& l, sub_core* const* items, std::uint32_t n,
-                                     event_type type, const void* safe,
-                                     const payload_ops& ops, bool may_block) noexcept;
+/// The deferred subscriptions of a family's array plus the wildcard ones share one block: this
+/// queues it to the callable ones of both ranges. `may_block`: the publish is outermost (not
+/// inside a handler), so overflow_policy::block may wait.
+result<std::size_t> publish_deferred(const list_core& l, std::span<sub_core* const> family,
+                                     std::span<sub_core* const> wildcard, event_type type,
+                                     const void* safe, const payload_ops& ops,
+                                     bool may_block) noexcept;
 
 /// A block with room for `nodes` links, holding a copy of `safe` and the list's next sequence
 /// number (or, for a replay, the number and time of `replayed`), with one reference (the
 /// caller's). nullptr when out of memory (or the copy threw).
 event_block* make_block(const list_core& l, std::uint32_t nodes, event_type type, const void* safe,
                         const payload_ops& ops, const event_block* replayed) noexcept;
-/// Queues `b` to every callable subscription of items[0..n) (n <= the block's room), applying
-/// each one's overflow policy. Returns how many queued it. The caller keeps its reference.
-std::size_t offer_block(event_block* b, sub_core* const* items, std::uint32_t n,
-                        bool may_block) noexcept;
-/// Last-value replay: queues a copy of `last` (same sequence number and time) to `s` alone.
-/// False when out of memory.
-bool replay_block(const list_core& l, const event_block& last, sub_core& s) noexcept;
+/// Queues `b` to every callable subscription of both ranges (together no more than the block's
+/// room), applying each one's overflow policy. Returns how many queued it. The caller keeps
+/// its reference.
+std::size_t offer_block(event_block* b, std::span<sub_core* const> first,
+                        std::span<sub_core* const> second, bool may_block) noexcept;
 
 /// Wakes the consumer of `d` after a push (async: its task; queue: the user's notification).
 void notify_consumer(deferred_core& d) noexcept;

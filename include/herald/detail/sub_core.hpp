@@ -62,6 +62,8 @@ extern constinit const family_slot empty_slot;
 struct directory {
   retire_node retire;
   std::uint32_t families = 0;  // `families` slot pointers (never nullptr) follow the header
+  // Wildcard subscriptions (every family), sync first; &empty_array when there are none.
+  const sub_array* wildcard = &empty_array;
   const family_slot* const* slots() const noexcept {
     return reinterpret_cast<const family_slot* const*>(this + 1);
   }
@@ -77,6 +79,14 @@ extern constinit directory shutdown_directory;
 /// Flags of a subscription (sub_core::flags).
 inline constexpr std::uint32_t sub_ended = 1;
 inline constexpr std::uint32_t sub_paused = 2;
+
+/// The `type` of a wildcard subscription: no real family has this id (max_families is smaller).
+inline constexpr family_id wildcard_family = 0xFFFF;
+
+struct payload_ops;
+
+/// Calls a sync wildcard handler (it also needs the family's payload operations: the codec).
+using invoke_any_fn = void (*)(sub_core&, event_type, const void* safe, const payload_ops& ops);
 
 /// The event as a handler sees it, type-erased.
 struct raw_event {
@@ -125,6 +135,7 @@ struct alignas(64) sub_core {
   destroy_fn destroy = nullptr;
   sub_core* stale_next = nullptr;      // chain of ended-but-still-referenced subscriptions
   deferred_core* deferred = nullptr;   // async and queue subscriptions (owned); sync: nullptr
+  invoke_any_fn invoke_any = nullptr;  // sync wildcard subscriptions (invoke is then unused)
   std::string name;                    // optional, for diagnostics
   const char* file = "";               // origin
   std::uint32_t line = 0;
