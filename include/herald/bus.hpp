@@ -69,6 +69,11 @@ class bus;
 class sub_list;
 class subscription;
 
+/// Publishes of family `f` so far, process-wide (every list of every bus, whatever the outcome;
+/// counted per thread without a shared write, summed here). Racy by nature. Thread safety: any
+/// thread. Blocking: never. Allocation: none.
+[[nodiscard]] std::uint64_t family_published(family_id f) noexcept;
+
 /// A 64-bit subscription id computed from (scope, name) with xxHash (XXH3). The scope and the
 /// name are hashed with their lengths, so ("ab", "c") and ("a", "bc") give different ids. Never
 /// returns 0 (0 means "no id"). Thread safety: any thread. Allocation: none. Errors: none.
@@ -602,6 +607,7 @@ inline result<std::size_t> publish_raw(const list_core& l, event_type type, unsi
     return publish_nested(l, type, bit, safe, unsafe, ops);
   }
   enter_section(*r);
+  count_publish(*r, type.family());
   const directory* d = l.dir.load(std::memory_order_acquire);
   if (type.family() >= d->families) [[unlikely]] {
     auto called = publish_unindexed(l, d, type, safe, ops, /*outermost=*/true);
@@ -878,10 +884,11 @@ void deliver_wildcard(sub_core& s, const event_block& b, std::uint64_t sub_seque
 /// may be called from inside a handler of this very list. Not copyable, not movable.
 class sub_list {
  public:
-  /// A new, empty list reporting handler errors to `b`'s error hook.
+  /// A new, empty list of `b` (reporting handler errors to its error hook), named `name` for
+  /// introspection and metrics (e.g. "server/web1"; may be empty).
   /// Thread safety: constructing is not concurrent with anything on this object.
   /// Allocation: the list state. Errors: aborts if out of memory (construction).
-  explicit sub_list(bus& b);
+  explicit sub_list(bus& b, std::string_view name = {});
   sub_list(const sub_list&) = delete;
   sub_list& operator=(const sub_list&) = delete;
   /// destroy(), then releases the list state (kept alive while handles need it).
@@ -894,6 +901,9 @@ class sub_list {
   /// Ownership: handlers are destroyed before it returns (outside a handler) or at the next
   /// reclamation. Errors: none.
   void destroy() noexcept;
+  /// The name given at construction ("global" for a bus's own list). Thread safety: any
+  /// thread. Allocation: none. Valid while this object lives.
+  [[nodiscard]] std::string_view name() const noexcept;
   /// True once destroy() has begun. Thread safety: any thread. Memory ordering: acquire.
   [[nodiscard]] bool is_destroyed() const noexcept;
 

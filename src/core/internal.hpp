@@ -6,6 +6,9 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <array>
+#include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "herald/bus.hpp"
@@ -40,6 +43,43 @@ struct bus_core {
   std::unique_ptr<scheduler> workers;  // guarded by scheduler_mutex
   tasklet reclaimer;                   // set with `workers`
 };
+
+// Writer-side state of a list (list_core::state); guarded by `mutex` unless said otherwise.
+struct list_state {
+  std::string name;  // immutable after construction
+  std::mutex mutex;
+  std::uint64_t next_seq = 1;
+  std::vector<sub_core*> members;                     // not ended, subscription order
+  std::unordered_map<std::uint64_t, sub_core*> by_id;  // members with an id
+  // Ended subscriptions still referenced by a published snapshot because rebuilding it ran
+  // out of memory; chained through retire.next, retired by the next rebuild of their family.
+  sub_core* stale = nullptr;
+
+  // Last-value events. Publishes of stateful subtypes and every subscribe hold lv_mutex, so a
+  // new subscription's replay and the publishes around it happen in one order (docs/
+  // last_value.md). Recursive: a handler may publish or subscribe on its own list. Taken
+  // before `mutex`, never after it.
+  std::recursive_mutex lv_mutex;
+  // The last event of each stateful subtype, per family (one reference each); guarded by
+  // lv_mutex.
+  std::unordered_map<family_id, std::array<event_block*, max_subtypes>> last;
+
+  ~list_state() { drop_last_values(); }
+  void drop_last_values() noexcept {
+    for (auto& [family, blocks] : last) {
+      for (event_block*& b : blocks) {
+        if (b != nullptr) {
+          release_block(std::exchange(b, nullptr));
+        }
+      }
+    }
+    last.clear();
+  }
+};
+
+inline list_state& state_of(list_core& l) noexcept {
+  return *static_cast<list_state*>(l.state);
+}
 
 /// The bus's workers, started on first use. Errors: what starting them throws.
 scheduler& bus_workers(bus_core& b);

@@ -12,6 +12,7 @@
 
 #include "herald/backoff.hpp"
 #include "herald/error.hpp"
+#include "herald/event_type.hpp"
 
 namespace herald::detail {
 
@@ -107,6 +108,8 @@ reader_record* register_reader() noexcept {
   if (r == nullptr) {
     r = new (std::nothrow) reader_record;
     HERALD_ASSERT(r != nullptr, "out of memory registering a publishing thread");
+    r->published = new (std::nothrow) std::atomic<std::uint64_t>[max_families]{};
+    HERALD_ASSERT(r->published != nullptr, "out of memory registering a publishing thread");
     r->in_use.store(true, std::memory_order_relaxed);
     reader_record* head = records_head.load(std::memory_order_relaxed);
     do {
@@ -118,6 +121,16 @@ reader_record* register_reader() noexcept {
   r->asymmetric = fences_ready();
   tls_reader.record = r;
   return r;
+}
+
+std::uint64_t published_total(std::uint16_t f) noexcept {
+  std::uint64_t sum = 0;
+  // acquire: pairs with the release that published each record.
+  for (const reader_record* it = records_head.load(std::memory_order_acquire); it != nullptr;
+       it = it->next_record) {
+    sum += it->published[f].load(std::memory_order_relaxed);
+  }
+  return sum;
 }
 
 namespace {

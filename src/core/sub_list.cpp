@@ -75,6 +75,7 @@ result<std::size_t> publish_nested(const list_core& l, event_type type, unsigned
                                    const payload_ops& ops) noexcept {
   const bool outermost = !in_read_section();  // a thread's first publish, not a handler's
   read_guard guard;
+  count_publish(*tls_reader.record, type.family());
   const directory* d = l.dir.load(std::memory_order_acquire);
   if (type.family() >= d->families) {
     return publish_unindexed(l, d, type, safe, ops, outermost);
@@ -83,40 +84,6 @@ result<std::size_t> publish_nested(const list_core& l, event_type type, unsigned
 }
 
 namespace {
-
-// Writer-side state of a list; guarded by `mutex`.
-struct list_state {
-  std::mutex mutex;
-  std::uint64_t next_seq = 1;
-  std::vector<sub_core*> members;                     // not ended, subscription order
-  std::unordered_map<std::uint64_t, sub_core*> by_id;  // members with an id
-  // Ended subscriptions still referenced by a published snapshot because rebuilding it ran
-  // out of memory; chained through retire.next, retired by the next rebuild of their family.
-  sub_core* stale = nullptr;
-
-  // Last-value events. Publishes of stateful subtypes and every subscribe hold lv_mutex, so a
-  // new subscription's replay and the publishes around it happen in one order (docs/
-  // last_value.md). Recursive: a handler may publish or subscribe on its own list. Taken
-  // before `mutex`, never after it.
-  std::recursive_mutex lv_mutex;
-  // The last event of each stateful subtype, per family (one reference each); guarded by
-  // lv_mutex.
-  std::unordered_map<family_id, std::array<event_block*, max_subtypes>> last;
-
-  ~list_state() { drop_last_values(); }
-  void drop_last_values() noexcept {
-    for (auto& [family, blocks] : last) {
-      for (event_block*& b : blocks) {
-        if (b != nullptr) {
-          release_block(std::exchange(b, nullptr));
-        }
-      }
-    }
-    last.clear();
-  }
-};
-
-list_state& state_of(list_core& l) noexcept { return *static_cast<list_state*>(l.state); }
 
 // The snapshot of an empty list. Never retired.
 constinit directory empty_directory{};
@@ -637,6 +604,7 @@ result<std::size_t> publish_stateful(const list_core& lc, event_type type, unsig
   std::lock_guard lv_lock(st.lv_mutex);
   const bool outermost = !in_read_section();
   read_guard guard;
+  count_publish(*tls_reader.record, type.family());
   const directory* d = l.dir.load(std::memory_order_acquire);
   if (d == &destroyed_directory || d == &shutdown_directory) {
     return publish_unindexed(l, d, type, safe, ops, outermost);  // the error
@@ -764,6 +732,10 @@ result<subscription> subscribe_core(list_core& l, event_type type, sub_core* s,
 
 }  // namespace detail
 
+std::uint64_t family_published(family_id f) noexcept {
+  return f < max_families ? detail::published_total(f) : 0;
+}
+
 // ---- make_id -----------------------------------------------------------------------------
 
 std::uint64_t make_id(std::string_view scope, std::string_view name) noexcept {
@@ -877,9 +849,11 @@ subscription subscription_self::take() const noexcept {
 
 // ---- sub_list ------------------------------------------------------------------------------
 
-sub_list::sub_list(bus& b) : core_(new detail::list_core) {
+sub_list::sub_list(bus& b, std::string_view name) : core_(new detail::list_core) {
   core_->dir.store(&detail::empty_directory, std::memory_order_relaxed);
-  core_->state = new detail::list_state;
+  auto* st = new detail::list_state;
+  st->name.assign(name);
+  core_->state = st;
   detail::bus_core& bc = b.core();
   core_->bus = &bc;
   bc.refs.fetch_add(1, std::memory_order_relaxed);
@@ -913,7 +887,7 @@ void sub_list::destroy() noexcept {
   {
     std::lock_guard lock(st.mutex);
     if (!l.destroyed.load(std::memory_order_relaxed)) {
-      deferred = end_all_locked(l, st, &detail::destroyed_directory);
+      deferred = detail::end_all_locked(l, st, &detail::destroyed_directory);
     }
   }
   {
@@ -924,6 +898,8 @@ void sub_list::destroy() noexcept {
   // A second destroy waits like the first: the handlers are gone when it returns.
   detail::settle(*l.bus, deferred);
 }
+
+std::string_view sub_list::name() const noexcept { return detail::state_of(*core_).name; }
 
 bool sub_list::is_destroyed() const noexcept {
   return core_->destroyed.load(std::memory_order_acquire);
@@ -1012,7 +988,7 @@ detail::bus_core* make_bus_core(const bus_options& opt) {
 }  // namespace
 
 bus::bus(bus_options opt)
-    : core_(make_bus_core(opt)), global_(std::make_unique<sub_list>(*this)) {}
+    : core_(make_bus_core(opt)), global_(std::make_unique<sub_list>(*this, "global")) {}
 
 bus::~bus() {
   shutdown();

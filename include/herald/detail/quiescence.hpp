@@ -53,7 +53,20 @@ struct alignas(64) reader_record {
   bool asymmetric = false;
   std::atomic<bool> in_use{false};
   reader_record* next_record = nullptr;   // registry chain, immutable once published
+  // Publishes made by the threads that held this record, per family id (max_families
+  // counters, allocated with the record, never freed). Written by the owning thread only (a
+  // relaxed load and store, no read-modify-write); summed by family_published().
+  std::atomic<std::uint64_t>* published = nullptr;
 };
+
+/// Counts one publish of family `f` on the calling thread's record `r`. Blocking: never.
+inline void count_publish(reader_record& r, std::uint16_t f) noexcept {
+  std::atomic<std::uint64_t>& c = r.published[f];
+  c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+/// The publishes of family `f` counted on every record so far (a racy sum).
+std::uint64_t published_total(std::uint16_t f) noexcept;
 
 /// The calling thread's record (nullptr until its first read section).
 struct reader_tls {
