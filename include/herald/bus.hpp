@@ -1,4 +1,4 @@
-// herald/bus.hpp - the bus, subscription lists, subscriptions and synchronous delivery.
+// herald/bus.hpp - the bus, subscription lists, subscriptions and the three delivery modes.
 //
 // What it is
 //   A `bus` owns the global subscription list and the error hook. A `sub_list` is a scope of
@@ -7,9 +7,13 @@
 //   subtypes) and publish events (one family, exactly one subtype) to a list.
 //
 // Modes
-//   This header provides sync delivery: handlers run inline in the publishing thread, in
-//   subscription order, before publish() returns, and may read both the safe part and the
-//   live unsafe part of the payload. (Async and queue modes arrive with the scheduler.)
+//   sync: handlers run inline in the publishing thread, in subscription order, before
+//   publish() returns, and may read both the safe part and the live unsafe part of the payload.
+//   async: handlers run later on the bus's workers (or a given executor) with a shared,
+//   immutable snapshot of the safe part (docs/async.md). queue: the snapshot goes to a queue
+//   the user drains, ending with END. Async and queue subscriptions may be bounded
+//   (herald/backpressure.hpp); stateful subtypes replay their last value to new subscriptions
+//   (docs/last_value.md); wildcard subscriptions receive every family of a list.
 //
 // The publish path
 //   Publishing takes no lock, writes no shared memory and allocates nothing. Each list keeps an
@@ -79,7 +83,6 @@ class subscription;
 /// returns 0 (0 means "no id"). Thread safety: any thread. Allocation: none. Errors: none.
 [[nodiscard]] std::uint64_t make_id(std::string_view scope, std::string_view name) noexcept;
 
-/// Options of subscribe_sync().
 /// What happens to the events still queued to an async or queue subscription when it ends.
 enum class pending_on_end : std::uint8_t {
   deliver,  ///< delivered before END (the default)
@@ -152,8 +155,10 @@ struct handler_error {
   std::string_view what;    ///< the exception's what(), or "unknown exception"
 };
 
-/// Called in the publishing thread, inside the publish, each time a handler throws. It must not
-/// throw (what it throws is swallowed).
+/// Called each time a handler throws: for a sync handler in the publishing thread, inside the
+/// publish; for an async handler (or its on_end) on the thread that runs it. It must not throw
+/// (what it throws is swallowed). The bus's destructor removes it: lists and handlers that
+/// outlive the bus report nothing.
 using error_hook = std::function<void(const handler_error&)>;
 
 /// A counted reference to a subscription (HAProxy's event_hdl_sub pointer with take/drop).
@@ -179,10 +184,14 @@ class subscription {
   explicit operator bool() const noexcept { return core_ != nullptr; }
 
   /// Ends the subscription; idempotent; safe after it ended by any other path.
-  /// Handler context: allowed (does not wait then, see the file comment). Blocking: outside a
-  /// handler, waits until no publish is still running the handler. Allocation: none.
-  /// Ownership: the handler is destroyed before this returns, unless called inside a handler
-  /// (then after the current publishes end, at the next reclamation). Errors: none.
+  /// Handler context: allowed. Inside a sync handler (a publish) it does not wait (see the file
+  /// comment); inside an async handler, which runs outside any publish, it waits like any
+  /// other caller for the publishes running on other threads (never for itself).
+  /// Blocking: outside a publish, waits until no publish is still running or queueing to the
+  /// subscription. Allocation: none. Ownership: a sync handler is destroyed before this
+  /// returns (called inside a publish: after the current publishes end, at the next
+  /// reclamation); an async handler is destroyed later, on its executor, once it has reached
+  /// END (after the events still queued, see pending_on_end); a queue gets END. Errors: none.
   void unsubscribe() noexcept;
   /// Stops delivery until resume(). Errors: not_found if the subscription ended.
   /// Thread safety: any thread. Handler context: allowed. Blocking: the list mutex, briefly.
@@ -1112,7 +1121,9 @@ class sub_list {
 
   /// Publishes one event of family F and subtype `sub` to this list: every active sync
   /// subscription to that subtype runs now, in subscription order, and sees `safe` (and
-  /// `unsafe`, if given). Returns how many handlers ran.
+  /// `unsafe`, if given); every active async and queue subscription to it gets the event
+  /// queued. Returns how many subscriptions got it (handlers run plus events queued; an event
+  /// an overflow policy dropped is not counted).
   /// Thread safety: any thread. Handler context: allowed (nested publishes). Blocking: none
   /// besides the handlers. Allocation: none (after the thread's first publish). Ownership:
   /// `safe` and `unsafe` are borrowed for the call. Errors: list_destroyed (no handler ran).

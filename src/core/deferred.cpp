@@ -289,6 +289,7 @@ bool admit(sub_core& s, event_type type, bool may_block) noexcept {
   }
   overflow_policy policy = d.bp.policy;
   std::int64_t deadline = 0;
+  unsigned oldest_retries = 0;
   for (unsigned round = 0;; ++round) {
     // Reserve a place: `accepted - removed` never exceeds the bound. relaxed: the CAS on
     // `accepted` orders reservations among publishers; `removed` only grows.
@@ -313,14 +314,16 @@ bool admit(sub_core& s, event_type type, bool may_block) noexcept {
         if (deadline == 0) {
           deadline = now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(
                                     d.bp.block_timeout).count();
-        } else if (round % 16 == 0 && now_ns() >= deadline) {
+        } else if ((round >= 64 || round % 16 == 0) && now_ns() >= deadline) {
           policy = d.bp.after_timeout;
           continue;
         }
         wait_for_room(round);
         continue;
       case overflow_policy::drop_oldest:
-        if (drop_one_oldest(d)) {
+        // Nothing to take means the consumer emptied the queue since the reservation failed:
+        // try again (a few times: a consumer racing for every slot must not stall publishers).
+        if (drop_one_oldest(d) || ++oldest_retries <= 8) {
           continue;
         }
         d.dropped_newest.fetch_add(1, std::memory_order_relaxed);
@@ -521,7 +524,9 @@ void finish_async(deferred_core& d) noexcept {
   sub_core* s = d.sub;
   if (s->handler != nullptr) {
     if (d.deliver_end != nullptr) {
+      ++tls_async_handlers;  // a handler too: its publishes never block
       d.deliver_end(*s, end_reason_of(d));
+      --tls_async_handlers;
     }
     s->destroy(s->handler);
     s->handler = nullptr;

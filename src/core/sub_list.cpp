@@ -992,6 +992,13 @@ bus::bus(bus_options opt)
 
 bus::~bus() {
   shutdown();
+  {
+    // Lists and handlers may outlive the bus; the hooks, which may refer to what the bus's
+    // owner is about to destroy, are not called any more.
+    std::lock_guard lock(core_->hook_mutex);
+    core_->hook.reset();
+    core_->diag_hook.reset();
+  }
   global_.reset();
   reclaim();
   {
