@@ -1160,6 +1160,9 @@ class sub_list {
   /// context: allowed. Blocking: the list mutex, briefly. Allocation: none.
   [[nodiscard]] std::size_t size_approx() const noexcept;
 
+  /// Internal (introspection, bridges).
+  [[nodiscard]] detail::list_core& core() const noexcept { return *core_; }
+
  private:
   template <family_declaration F>
   result<std::size_t> publish_erased(typename F::subtype sub, const void* safe,
