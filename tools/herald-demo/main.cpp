@@ -10,6 +10,7 @@
 #include <herald/bus.hpp>
 #include <herald/scheduler.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -43,7 +44,7 @@ std::string progress_line(double elapsed, std::uint64_t total, double rate_now, 
 int run(const options& opt) {
   console out(::isatty(STDOUT_FILENO) == 1);
   const auto duration = std::chrono::duration<double>(opt.duration_s);
-  const double view_joins_at = opt.duration_s * 0.4;
+  const double view_joins_at = opt.duration_s * 0.4;  // seconds after the start
   const auto table_every = opt.duration_s >= 3 ? 1000ms : 400ms;
 
   // The slow consumer's own thread, outside the bus: its sleeps hold up nobody else. Declared
@@ -100,27 +101,36 @@ int run(const options& opt) {
   sim.start();
   const auto start = clock_type::now();
   const auto deadline = start + std::chrono::duration_cast<clock_type::duration>(duration);
+  const auto view_time =
+      start + std::chrono::duration_cast<clock_type::duration>(
+                  std::chrono::duration<double>(view_joins_at));
   auto next = start + progress_every;
   auto last = start;
   std::uint64_t last_total = 0;
   unsigned tick = 0;
-  for (bool done = false; !done;) {
-    std::this_thread::sleep_until(std::min(next, deadline));
+  for (;;) {
+    std::this_thread::sleep_until(
+        std::min({next, deadline, view.started() ? deadline : view_time}));
     const auto now = clock_type::now();
-    done = now >= deadline;
     const double elapsed = std::chrono::duration<double>(now - start).count();
-    if (!view.started() && elapsed >= view_joins_at) {
+    if (!view.started() && now >= view_time) {
       const auto r = view.start(bus.global());
       checks.expect(r.has_value(), "state-view subscribed to the global list's ADD events");
       out.block(strprintf("\n[%5.1f s] state-view joins late: it follows %zu server lists and "
                           "gets their last values first\n",
                           elapsed, view.subscriptions()));
     }
+    if (now >= deadline) {
+      break;
+    }
+    if (now < next) {
+      continue;
+    }
     const std::uint64_t total = sim.counts().total();
     const double interval = std::chrono::duration<double>(now - last).count();
     ++tick;
     // On a terminal the line is redrawn every tick; in a log, one line a second.
-    if (!done && (out.is_tty() || tick % 4 == 0)) {
+    if (out.is_tty() || tick % 4 == 0) {
       out.progress(progress_line(elapsed, total,
                                  interval > 0 ? static_cast<double>(total - last_total) / interval
                                               : 0.0,
@@ -219,6 +229,11 @@ int run(const options& opt) {
                   strprintf("state-view: END heard by each of its %zu subscriptions, each of its "
                             "%zu handlers destroyed once",
                             view.subscriptions(), view.follow_calls()));
+    checks.expect(view.replayed() > 0 && view.replayed_late() == 0,
+                  strprintf("state-view: received %s last values, none after a newer event "
+                            "of its server (%s did)",
+                            with_commas(view.replayed()).c_str(),
+                            with_commas(view.replayed_late()).c_str()));
     const std::size_t diff = view.compare(sim, view_detail);
     checks.expect(diff == 0, strprintf("state-view: matches the simulation's final state of "
                                        "every server (%zu differences)",

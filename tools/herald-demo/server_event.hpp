@@ -62,6 +62,10 @@ struct server_event {
   static constexpr std::array<std::string_view, 8> subtype_names{
       "ADD", "DEL", "UP", "DOWN", "STATE", "ADMIN", "CHECK", "INETADDR"};
   static constexpr std::size_t subtype_count = subtype_names.size();
+  /// Last-value events: each list keeps the last event of every subtype, and a subscription
+  /// made later receives those first. Since every event carries the whole server state, a
+  /// late subscriber to a server's list learns that server's current state at once.
+  static constexpr bool stateful = true;
 
   /// Copied once per publish into the snapshot that async and queue subscribers share.
   struct safe_part {

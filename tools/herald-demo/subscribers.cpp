@@ -417,12 +417,22 @@ std::string live_table::describe() const {
 // ---- state_view -------------------------------------------------------------------------------
 
 // The handler of one per-server subscription.
+//
+// It checks the order promised for last values: they come before any newer event. A server's
+// list has one publisher (its owner thread) and delivery is FIFO, so events published after
+// the subscribe call returned ("surely live") carry versions above every replayed value;
+// once one of them arrived, an event with a version not above every version seen so far would
+// be a last value delivered too late. (Events published while the subscribe call runs may be
+// replayed or delivered live, so only those stamped after it returned are used.)
 class state_view::handler {
  public:
-  handler(state_view* view, clock_type::time_point subscribed_at) noexcept
-      : view_(view), subscribed_at_(subscribed_at) {}
+  handler(state_view* view, clock_type::time_point subscribed_at,
+          std::shared_ptr<std::atomic<clock_type::rep>> returned_at) noexcept
+      : view_(view), subscribed_at_(subscribed_at), returned_at_(std::move(returned_at)) {}
   handler(handler&& o) noexcept
-      : view_(std::exchange(o.view_, nullptr)), subscribed_at_(o.subscribed_at_) {}
+      : view_(std::exchange(o.view_, nullptr)),
+        subscribed_at_(o.subscribed_at_),
+        returned_at_(std::move(o.returned_at_)) {}
   handler(const handler&) = delete;
   handler& operator=(const handler&) = delete;
   handler& operator=(handler&&) = delete;
@@ -431,12 +441,23 @@ class state_view::handler {
       view_->ends_.destroyed();
     }
   }
-  void operator()(herald::async_event<server_event>& e) { view_->on_event(e, subscribed_at_); }
+  void operator()(herald::async_event<server_event>& e) {
+    const std::uint32_t version = e.safe().version;
+    const bool late = live_seen_ && version <= max_version_;
+    view_->on_event(e, e.when() < subscribed_at_, late);
+    // acquire: pairs with the release store in follow(); 0 until the subscribe call returned.
+    const clock_type::rep returned = returned_at_->load(std::memory_order_acquire);
+    live_seen_ = live_seen_ || (returned != 0 && e.when().time_since_epoch().count() > returned);
+    max_version_ = std::max(max_version_, version);
+  }
   void on_end(herald::end_reason why) { view_->ends_.ended(why); }
 
  private:
   state_view* view_;
   clock_type::time_point subscribed_at_;
+  std::shared_ptr<std::atomic<clock_type::rep>> returned_at_;
+  bool live_seen_ = false;         // an event published after the subscribe call arrived
+  std::uint32_t max_version_ = 0;  // the highest version seen
 };
 
 herald::result<void> state_view::start(herald::sub_list& global) {
@@ -469,11 +490,13 @@ void state_view::follow(server& s) {
   follow_calls_.fetch_add(1, std::memory_order_relaxed);
   // Never under mu_: subscribing may wait for publishes to finish, and a publish may be
   // running on_add(), which ends up here.
-  const auto now = clock_type::now();
+  auto returned_at = std::make_shared<std::atomic<clock_type::rep>>(0);
   const std::uint64_t id = herald::make_id("state-view", std::to_string(s.id()));
-  auto r = s.events().subscribe_async<server_event>(herald::type_of<server_event>(),
-                                                    handler(this, now),
-                                                    {.id = id, .name = "state-view"});
+  auto r = s.events().subscribe_async<server_event>(
+      herald::type_of<server_event>(), handler(this, clock_type::now(), returned_at),
+      {.id = id, .name = "state-view"});
+  // release: pairs with the handler's acquire load.
+  returned_at->store(clock_type::now().time_since_epoch().count(), std::memory_order_release);
   if (!r) {
     if (r.error() == herald::errc::duplicate_id) {
       follow_duplicates_.fetch_add(1, std::memory_order_relaxed);
@@ -486,14 +509,14 @@ void state_view::follow(server& s) {
   subs_.push_back(std::move(*r));
 }
 
-void state_view::on_event(herald::async_event<server_event>& e,
-                          clock_type::time_point subscribed_at) {
+void state_view::on_event(herald::async_event<server_event>& e, bool older, bool late) {
   const auto now = clock_type::now();
   const auto& s = e.safe();
   std::lock_guard lock(mu_);
   ++calls_;
-  if (e.when() < subscribed_at) {
-    ++replayed_;  // a last value, published before this subscription existed
+  replayed_late_ += late ? 1 : 0;
+  if (older) {
+    ++replayed_;  // published before the subscribe call: a last value (or racing it)
   } else {
     latency_.record(now - e.when());
   }
@@ -585,7 +608,8 @@ std::string state_view::describe() const {
   }
   return strprintf(
       "  state-view (async, joined at %.2f s): followed %zu server lists (%s more already "
-      "followed, %s already gone); received %s last values published before it subscribed, "
+      "followed, %s already gone); received %s events published before it subscribed (last "
+      "values), "
       "%s events in all (%s older than what it knew); shows %zu servers alive; its ADD "
       "watcher (sync) ran %s times\n",
       started_at_ ? seconds_since(t0_, *started_at_) : 0.0, subs_.size(),

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -269,7 +270,9 @@ class state_view {
   [[nodiscard]] bool wait_end(std::chrono::milliseconds timeout);
 
   void on_add(herald::sync_event<server_event>& e);
-  void on_event(herald::async_event<server_event>& e, clock_type::time_point subscribed_at);
+  /// `older`: published before the subscribe call (a last value, or a publish racing the
+  /// call); `late`: an older event arriving after a newer one (never expected).
+  void on_event(herald::async_event<server_event>& e, bool older, bool late);
 
   /// Compares the view with the simulation (publishers stopped, view ended): every server
   /// alive is known with its latest version and state, no removed server is shown alive.
@@ -284,6 +287,16 @@ class state_view {
     return follow_calls_.load(std::memory_order_relaxed);
   }
   [[nodiscard]] const end_counter& ends() const noexcept { return ends_; }
+  /// Events published before their subscription was made (last values), and events that
+  /// arrived after a newer one of the same server (read after the END).
+  [[nodiscard]] std::uint64_t replayed() const {
+    std::lock_guard lock(mu_);
+    return replayed_;
+  }
+  [[nodiscard]] std::uint64_t replayed_late() const {
+    std::lock_guard lock(mu_);
+    return replayed_late_;
+  }
 
  private:
   class handler;
@@ -310,6 +323,7 @@ class state_view {
   std::uint64_t calls_ = 0;                           // guarded by mu_
   std::uint64_t replayed_ = 0;                        // guarded by mu_
   std::uint64_t stale_ = 0;                           // guarded by mu_: older than known
+  std::uint64_t replayed_late_ = 0;                   // guarded by mu_
 };
 
 }  // namespace herald_demo
