@@ -3,7 +3,9 @@
 // See herald/detail/deferred.hpp for the block layout and herald/bus.hpp for the contracts.
 #include "herald/detail/deferred.hpp"
 
+#include <linux/futex.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -262,15 +264,32 @@ bool drop_one_oldest(deferred_core& d) noexcept {
   return true;
 }
 
-// How a blocked publisher waits for room: spin briefly, then yield, then sleep in short steps.
-void wait_for_room(unsigned round) noexcept {
+// A blocked publisher: spins briefly, then sleeps on d.room until the consumer pops (or the
+// deadline). Returns false once the deadline has passed.
+bool wait_for_room(deferred_core& d, unsigned round, std::int64_t deadline) noexcept {
   if (round < 64) {
     cpu_relax();
-  } else if (round < 256) {
-    std::this_thread::yield();
-  } else {
-    std::this_thread::sleep_for(std::chrono::microseconds(50));
+    return true;
   }
+  const std::int64_t now = now_ns();
+  if (now >= deadline) {
+    return false;
+  }
+  // seq_cst (Dekker with consumer_pop): either the consumer sees this waiter after its pop and
+  // bumps `room`, or this re-check sees the pop.
+  d.room_waiters.fetch_add(1, std::memory_order_seq_cst);
+  const std::uint32_t seen = d.room.load(std::memory_order_seq_cst);
+  if (d.accepted.load(std::memory_order_seq_cst) - d.removed.load(std::memory_order_seq_cst) <
+      d.bp.bound) {
+    d.room_waiters.fetch_sub(1, std::memory_order_relaxed);
+    return true;
+  }
+  const std::int64_t left = deadline - now;
+  timespec ts{static_cast<time_t>(left / 1'000'000'000), static_cast<long>(left % 1'000'000'000)};
+  (void)::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&d.room), FUTEX_WAIT_PRIVATE, seen,
+                  &ts, nullptr, 0);
+  d.room_waiters.fetch_sub(1, std::memory_order_relaxed);
+  return true;
 }
 
 // Admission of one event to the watched (bounded or slow-watched) subscription `s`. True: queue
@@ -314,11 +333,10 @@ bool admit(sub_core& s, event_type type, bool may_block) noexcept {
         if (deadline == 0) {
           deadline = now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(
                                     d.bp.block_timeout).count();
-        } else if ((round >= 64 || round % 16 == 0) && now_ns() >= deadline) {
-          policy = d.bp.after_timeout;
-          continue;
         }
-        wait_for_room(round);
+        if (!wait_for_room(d, round, deadline)) {
+          policy = d.bp.after_timeout;
+        }
         continue;
       case overflow_policy::drop_oldest:
         // Nothing to take means the consumer emptied the queue since the reservation failed:
@@ -692,6 +710,18 @@ mpsc_node* deferred_core::consumer_pop() noexcept {
     // One writer at a time (the consumer, or under the lock): a plain increment.
     const std::uint64_t r = removed.load(std::memory_order_relaxed) + 1;
     removed.store(r, std::memory_order_relaxed);
+    if (blocking) {
+      // seq_cst fence (Dekker with wait_for_room): the pop is visible before the check.
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      // Wake sleeping publishers once half the bound is free, not at every pop: each wake-up
+      // then lets them queue a batch instead of one event per context switch.
+      if (room_waiters.load(std::memory_order_relaxed) != 0 &&
+          accepted.load(std::memory_order_relaxed) - r <= bp.bound / 2) {
+        room.fetch_add(1, std::memory_order_seq_cst);
+        (void)::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&room), FUTEX_WAKE_PRIVATE,
+                        INT32_MAX, nullptr, nullptr, 0);
+      }
+    }
     if (!watch_depth && r % 64 == 1) {
       // Unwatched queues: sample the depth now and then, here rather than in every publish.
       const std::uint64_t p = published.load(std::memory_order_relaxed);

@@ -1124,6 +1124,7 @@ bool set_backpressure(deferred_core& d, const subscribe_options& opt) noexcept {
   }
   const backpressure_options& bp = d.bp;
   d.watch_depth = bp.bound != 0 || bp.slow_threshold != 0;
+  d.blocking = bp.bound != 0 && bp.policy == overflow_policy::block;
   d.lock_pops = bp.bound != 0 && (bp.policy == overflow_policy::drop_oldest ||
                                   (bp.policy == overflow_policy::block &&
                                    bp.after_timeout == overflow_policy::drop_oldest));

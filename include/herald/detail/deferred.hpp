@@ -162,6 +162,7 @@ struct deferred_core : task {
   // consumer or a publisher, holds pop_lock.
   bool lock_pops = false;
   bool watch_depth = false;  // bounded or slow-consumer detection: publishers compute the depth
+  bool blocking = false;     // overflow_policy::block: publishers may sleep on `room`
   std::atomic<bool> pop_lock{false};
 
   // Publisher side (any publisher; relaxed RMWs). On a line of its own.
@@ -179,6 +180,10 @@ struct deferred_core : task {
   std::atomic<std::uint64_t> discarded{0};
   std::atomic<std::uint64_t> dropped_oldest{0};
   std::atomic<std::uint64_t> removed{0};  // events popped (END not counted), by anyone
+  // overflow_policy::block: publishers sleeping for room (a futex word bumped by the consumer
+  // after a pop when someone sleeps).
+  std::atomic<std::uint32_t> room{0};
+  std::atomic<std::uint32_t> room_waiters{0};
 
   void lock() noexcept;
   void unlock() noexcept;
