@@ -158,9 +158,8 @@ std::string check_list::render() const {
 std::string render_summary(const std::vector<summary_row>& rows, check_list& checks) {
   std::string out;
   char line[256];
-  std::snprintf(line, sizeof line, "  %-14s %-22s %10s %10s %9s %9s %7s %9s %9s\n",
-                "subscription", "mode", "published", "delivered", "dropped", "discarded",
-                "queued", "p50", "p99");
+  std::snprintf(line, sizeof line, "  %-14s %-22s %10s %10s %9s %9s %7s %9s %9s\n", "subscription",
+                "mode", "published", "delivered", "dropped", "discarded", "queued", "p50", "p99");
   out += line;
   std::size_t good = 0;
   std::vector<std::string> bad;
@@ -182,9 +181,9 @@ std::string render_summary(const std::vector<summary_row>& rows, check_list& che
     out += line;
     const std::uint64_t sum = s.delivered + s.dropped() + s.discarded + s.queued;
     const bool adds_up = s.published == sum;
-    checks.expect(adds_up, r.name + ": published " + std::to_string(s.published) +
-                               " = delivered + dropped + discarded + queued = " +
-                               std::to_string(sum));
+    checks.expect(adds_up,
+                  r.name + ": published " + std::to_string(s.published) +
+                      " = delivered + dropped + discarded + queued = " + std::to_string(sum));
     if (adds_up) {
       ++good;
     } else {

@@ -2,8 +2,6 @@
 // histograms, and the summary table with its checks.
 #pragma once
 
-#include <herald/backpressure.hpp>
-
 #include <array>
 #include <chrono>
 #include <cstdint>
@@ -12,6 +10,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "herald/backpressure.hpp"
 
 namespace herald_demo {
 
@@ -89,7 +89,6 @@ class check_list {
 
 /// The summary table, followed by a line stating whether every row adds up
 /// (published = delivered + dropped + discarded + queued). Adds one check per row to `checks`.
-[[nodiscard]] std::string render_summary(const std::vector<summary_row>& rows,
-                                         check_list& checks);
+[[nodiscard]] std::string render_summary(const std::vector<summary_row>& rows, check_list& checks);
 
 }  // namespace herald_demo

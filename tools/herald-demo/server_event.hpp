@@ -6,12 +6,12 @@
 // follow it, while the publish that carries it is running.
 #pragma once
 
-#include <herald/event_type.hpp>
-
 #include <algorithm>
 #include <array>
 #include <cstdint>
 #include <string_view>
+
+#include "herald/event_type.hpp"
 
 namespace herald_demo {
 
@@ -76,8 +76,8 @@ struct server_event {
     short_text address;  ///< "10.1.0.7:8080"
     op_state state = op_state::up;
     admin_state admin = admin_state::ready;
-    bool check_ok = true;             ///< the last health check's result
-    std::uint16_t check_ms = 0;       ///< and its duration
+    bool check_ok = true;        ///< the last health check's result
+    std::uint16_t check_ms = 0;  ///< and its duration
   };
   /// Valid only during the publish (sync handlers).
   struct unsafe_part {

@@ -15,22 +15,21 @@ constexpr unsigned fall = 3;
 constexpr unsigned rise = 2;
 
 // What a step does, by probability (the rest are health checks).
-constexpr double p_replace = 0.003;     // DEL a server, ADD a new one in its backend
+constexpr double p_replace = 0.003;      // DEL a server, ADD a new one in its backend
 constexpr double p_admin_leave = 0.005;  // ADMIN: a ready server is drained or put in maintenance
 constexpr double p_admin_back = 0.05;    // ADMIN: a drained or maintained server is ready again
 constexpr double p_address = 0.01;       // INETADDR: the server moved
 
 std::string make_address(std::size_t backend, unsigned host, unsigned port) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "10.%zu.%u.%u:%u", backend + 1, host / 250, host % 250 + 1,
-                port);
+  std::snprintf(buf, sizeof buf, "10.%zu.%u.%u:%u", backend + 1, host / 250, host % 250 + 1, port);
   return buf;
 }
 
 }  // namespace
 
-server::server(herald::bus& bus, std::uint32_t id, std::string_view backend,
-               std::string_view name, std::string_view address)
+server::server(herald::bus& bus, std::uint32_t id, std::string_view backend, std::string_view name,
+               std::string_view address)
     : events_(bus) {
   info_.server_id = id;
   info_.backend.assign(backend);
@@ -69,8 +68,7 @@ simulation::~simulation() { stop(); }
 void simulation::start() {
   std::uint64_t seed = opt_.seed;
   if (seed == 0) {
-    seed = static_cast<std::uint64_t>(
-        std::chrono::steady_clock::now().time_since_epoch().count());
+    seed = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   }
   for (unsigned t = 0; t < threads_; ++t) {
     workers_.emplace_back([this, t, seed] { run(t, seed + 0x9e3779b97f4a7c15ULL * (t + 1)); });
@@ -145,8 +143,7 @@ std::shared_ptr<server> simulation::add_server(publisher& p, std::size_t backend
 
 void simulation::remove_server(publisher& p, std::size_t slot) {
   const std::shared_ptr<server> s = p.owned[slot];
-  s->connections_.store(0, std::memory_order_relaxed);
-  publish(p, *s, server_subtype::del);
+  publish(p, *s, server_subtype::del);  // sync handlers still see its open connections
   s->events_.destroy();  // ends every subscription to this server (HAProxy frees the list)
   std::lock_guard lock(mu_);
   registry_.erase(s->id());
@@ -196,8 +193,8 @@ void simulation::step(publisher& p) {
   }
   const bool ok = !p.chance(s.sick_ ? 0.7 : 0.01);
   info.check_ok = ok;
-  info.check_ms = static_cast<std::uint16_t>(ok ? 1 + p.below(30)
-                                             : p.chance(0.5) ? 2000  // timeout
+  info.check_ms = static_cast<std::uint16_t>(ok              ? 1 + p.below(30)
+                                             : p.chance(0.5) ? 2000          // timeout
                                                              : p.below(3));  // refused
   publish(p, s, server_subtype::check);
   if (ok) {

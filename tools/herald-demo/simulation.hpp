@@ -12,8 +12,7 @@
 // threads only after the publishers stopped (stop() joins them).
 #pragma once
 
-#include <herald/bus.hpp>
-
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -24,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "herald/bus.hpp"
 #include "options.hpp"
 #include "server_event.hpp"
 

@@ -18,7 +18,7 @@ double seconds_since(clock_type::time_point t0, clock_type::time_point t) {
   return std::chrono::duration<double>(t - t0).count();
 }
 
-// Admin state first (an operator's decision wins), then the operational one.
+// Worst first: DOWN, then in maintenance, draining, and UP and ready last.
 int severity(const server_event::safe_part& s) {
   if (s.state == op_state::down) {
     return 0;
@@ -121,8 +121,8 @@ std::uint64_t sequence_tracker::missing_runs(std::uint64_t last) const noexcept 
 
 herald::result<void> audit_logger::subscribe(herald::sub_list& global) {
   auto r = global.subscribe_sync<server_event>(
-      herald::type_of<server_event>(),
-      [this](herald::sync_event<server_event>& e) { on_event(e); }, {.name = "audit"});
+      herald::type_of<server_event>(), [this](herald::sync_event<server_event>& e) { on_event(e); },
+      {.name = "audit"});
   if (r) {
     sub_ = *r;
   }
@@ -144,7 +144,7 @@ void audit_logger::on_event(herald::sync_event<server_event>& e) {
   // The live object, read inside the publish: the connections open right now.
   const int conns = live->connections();
   const auto& s = e.safe();
-  if (conns > 0 && (what == server_subtype::down ||
+  if (conns > 0 && (what == server_subtype::down || what == server_subtype::del ||
                     (what == server_subtype::admin && s.admin == admin_state::maint))) {
     cuts_.fetch_add(1, std::memory_order_relaxed);
     connections_cut_.fetch_add(static_cast<std::uint64_t>(conns), std::memory_order_relaxed);
@@ -157,11 +157,10 @@ void audit_logger::on_event(herald::sync_event<server_event>& e) {
   } else {
     detail = std::string(s.address.view());
   }
-  std::string line = strprintf("%6.2f s  SERVER_%-8s %s/%s  %s, %d connections open",
-                            seconds_since(t0_, clock_type::now()),
-                            std::string(name_of(what)).c_str(),
-                            std::string(s.backend.view()).c_str(),
-                            std::string(s.name.view()).c_str(), detail.c_str(), conns);
+  std::string line = strprintf(
+      "%6.2f s  SERVER_%-8s %s/%s  %s, %d connections open", seconds_since(t0_, clock_type::now()),
+      std::string(name_of(what)).c_str(), std::string(s.backend.view()).c_str(),
+      std::string(s.name.view()).c_str(), detail.c_str(), conns);
   std::lock_guard lock(mu_);
   ++notable_;
   recent_.push_back(std::move(line));
@@ -181,13 +180,13 @@ summary_row audit_logger::row(std::uint64_t published) const {
 
 std::string audit_logger::describe() const {
   std::string out = strprintf(
-      "  audit (sync): read the live server in %s publishes; %s DOWN/MAINT events cut %s open "
-      "connections; %s events came without the live object\n",
+      "  audit (sync): read the live server in %s publishes; %s DOWN, MAINT or DEL events cut "
+      "%s open connections; %s events came without the live object\n",
       with_commas(calls()).c_str(), with_commas(cuts_.load()).c_str(),
       with_commas(connections_cut_.load()).c_str(), with_commas(without_live_.load()).c_str());
   std::lock_guard lock(mu_);
   out += strprintf("    last %zu of %s audit entries:\n", recent_.size(),
-                with_commas(notable_).c_str());
+                   with_commas(notable_).c_str());
   for (const auto& line : recent_) {
     out += "      " + line + "\n";
   }
@@ -197,9 +196,9 @@ std::string audit_logger::describe() const {
 // ---- stats_aggregator -------------------------------------------------------------------------
 
 herald::result<void> stats_aggregator::subscribe(herald::sub_list& global) {
-  auto r = global.subscribe_async<server_event>(
-      herald::type_of<server_event>(), forwarding_handler<stats_aggregator>(this, &ends_),
-      {.name = "stats"});
+  auto r = global.subscribe_async<server_event>(herald::type_of<server_event>(),
+                                                forwarding_handler<stats_aggregator>(this, &ends_),
+                                                {.name = "stats"});
   if (r) {
     sub_ = *r;
   }
@@ -224,9 +223,7 @@ void stats_aggregator::on_event(herald::async_event<server_event>& e) {
   }
 }
 
-summary_row stats_aggregator::row() const {
-  return {"stats", "async", sub_.stats(), latency_};
-}
+summary_row stats_aggregator::row() const { return {"stats", "async", sub_.stats(), latency_}; }
 
 std::string stats_aggregator::describe() const {
   const auto n = [&](server_subtype s) { return with_commas(by_subtype_[index_of(s)]); };
@@ -287,8 +284,7 @@ std::string slow_consumer::describe() const {
       std::to_string(work_.count()).c_str(), bound_, with_commas(calls_).c_str(),
       with_commas(st.published).c_str(), with_commas(st.dropped()).c_str(),
       with_commas(st.dropped_oldest).c_str(), with_commas(st.dropped_newest).c_str(),
-      with_commas(st.high_water).c_str(),
-      with_commas(sequence_.missing(st.published)).c_str(),
+      with_commas(st.high_water).c_str(), with_commas(sequence_.missing(st.published)).c_str(),
       with_commas(sequence_.missing_runs(st.published)).c_str());
 }
 
@@ -365,15 +361,15 @@ void live_table::print(clock_type::time_point now) {
       "%zu DOWN, %zu MAINT, %zu DRAIN\n",
       seconds_since(t0_, now), with_commas(popped_).c_str(), rows_.size(), by_severity[3],
       by_severity[0], by_severity[1], by_severity[2]);
-  out += strprintf("    %-10s %-8s %-5s %-6s %-22s %5s  %s\n", "server", "backend", "state", "admin",
-                "address", "flaps", "last check");
+  out += strprintf("    %-10s %-8s %-5s %-6s %-22s %5s  %s\n", "server", "backend", "state",
+                   "admin", "address", "flaps", "last check");
   for (std::size_t i = 0; i < order.size() && i < shown; ++i) {
     const auto& s = order[i]->info;
     out += strprintf("    %-10s %-8s %-5s %-6s %-22s %5u  %s %u ms\n",
-                  std::string(s.name.view()).c_str(), std::string(s.backend.view()).c_str(),
-                  std::string(to_string(s.state)).c_str(),
-                  std::string(to_string(s.admin)).c_str(), std::string(s.address.view()).c_str(),
-                  order[i]->flaps, s.check_ok ? "ok" : "FAILED", unsigned{s.check_ms});
+                     std::string(s.name.view()).c_str(), std::string(s.backend.view()).c_str(),
+                     std::string(to_string(s.state)).c_str(),
+                     std::string(to_string(s.admin)).c_str(), std::string(s.address.view()).c_str(),
+                     order[i]->flaps, s.check_ok ? "ok" : "FAILED", unsigned{s.check_ms});
   }
   if (order.size() > shown) {
     out += strprintf("    ... and %zu more\n", order.size() - shown);
@@ -384,8 +380,7 @@ void live_table::print(clock_type::time_point now) {
 
 bool live_table::wait_end(std::chrono::milliseconds timeout) {
   std::unique_lock lock(end_mu_);
-  return end_cv_.wait_for(lock, timeout,
-                          [&] { return ends_.load(std::memory_order_acquire) > 0; });
+  return end_cv_.wait_for(lock, timeout, [&] { return ends_.load(std::memory_order_acquire) > 0; });
 }
 
 summary_row live_table::row() const { return {"live-table", "queue", queue_.stats(), latency_}; }
@@ -492,9 +487,9 @@ void state_view::follow(server& s) {
   // running on_add(), which ends up here.
   auto returned_at = std::make_shared<std::atomic<clock_type::rep>>(0);
   const std::uint64_t id = herald::make_id("state-view", std::to_string(s.id()));
-  auto r = s.events().subscribe_async<server_event>(
-      herald::type_of<server_event>(), handler(this, clock_type::now(), returned_at),
-      {.id = id, .name = "state-view"});
+  auto r = s.events().subscribe_async<server_event>(herald::type_of<server_event>(),
+                                                    handler(this, clock_type::now(), returned_at),
+                                                    {.id = id, .name = "state-view"});
   // release: pairs with the handler's acquire load.
   returned_at->store(clock_type::now().time_since_epoch().count(), std::memory_order_release);
   if (!r) {
@@ -559,16 +554,15 @@ std::size_t state_view::compare(const simulation& sim, std::string& detail) cons
       continue;
     }
     const auto& seen = it->second.info;
-    if (seen.version != truth.version || seen.state != truth.state ||
-        seen.admin != truth.admin || !(seen.address == truth.address)) {
-      note(strprintf("%s: the view has version %u (%s, %s, %s), the server is at version %u "
-                     "(%s, %s, %s)",
-                     name.c_str(), seen.version, std::string(to_string(seen.state)).c_str(),
-                     std::string(to_string(seen.admin)).c_str(),
-                     std::string(seen.address.view()).c_str(), truth.version,
-                     std::string(to_string(truth.state)).c_str(),
-                     std::string(to_string(truth.admin)).c_str(),
-                     std::string(truth.address.view()).c_str()));
+    if (seen.version != truth.version || seen.state != truth.state || seen.admin != truth.admin ||
+        !(seen.address == truth.address)) {
+      note(strprintf(
+          "%s: the view has version %u (%s, %s, %s), the server is at version %u "
+          "(%s, %s, %s)",
+          name.c_str(), seen.version, std::string(to_string(seen.state)).c_str(),
+          std::string(to_string(seen.admin)).c_str(), std::string(seen.address.view()).c_str(),
+          truth.version, std::string(to_string(truth.state)).c_str(),
+          std::string(to_string(truth.admin)).c_str(), std::string(truth.address.view()).c_str()));
     }
   }
   for (const auto& [id, k] : servers_) {

@@ -12,9 +12,6 @@
 // the library orders after the handler's last call).
 #pragma once
 
-#include <herald/bus.hpp>
-#include <herald/scheduler.hpp>
-
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -29,6 +26,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "herald/bus.hpp"
+#include "herald/scheduler.hpp"
 #include "report.hpp"
 #include "server_event.hpp"
 #include "simulation.hpp"
@@ -107,8 +106,8 @@ class forwarding_handler {
 // ---- sync ------------------------------------------------------------------------------------
 
 /// Sync, on the global list, every SERVER event: runs inside each publish, so it may read the
-/// live server object (the unsafe part) and reports how many connections a DOWN or a
-/// maintenance cut. Keeps the last few notable lines.
+/// live server object (the unsafe part) and reports how many connections a DOWN, a
+/// maintenance or a removal cut. Keeps the last few notable lines.
 class audit_logger {
  public:
   explicit audit_logger(clock_type::time_point t0) : t0_(t0) {}
@@ -127,9 +126,9 @@ class audit_logger {
   clock_type::time_point t0_;
   herald::subscription sub_;
   std::atomic<std::uint64_t> calls_{0};
-  std::atomic<std::uint64_t> cuts_{0};              // DOWN or MAINT with connections open
-  std::atomic<std::uint64_t> connections_cut_{0};   // their connections
-  std::atomic<std::uint64_t> without_live_{0};      // events with no unsafe part
+  std::atomic<std::uint64_t> cuts_{0};             // DOWN or MAINT with connections open
+  std::atomic<std::uint64_t> connections_cut_{0};  // their connections
+  std::atomic<std::uint64_t> without_live_{0};     // events with no unsafe part
   mutable std::mutex mu_;
   std::deque<std::string> recent_;  // guarded by mu_
   std::uint64_t notable_ = 0;       // guarded by mu_
@@ -217,6 +216,9 @@ class live_table {
   [[nodiscard]] herald::result<void> subscribe(herald::bus& bus);
   /// Waits until the tasklet popped END; false on timeout.
   [[nodiscard]] bool wait_end(std::chrono::milliseconds timeout);
+  /// After END: pops once more (the tasklet no longer runs) and tells whether anything came
+  /// out; nothing may follow END.
+  [[nodiscard]] bool pop_after_end() { return queue_.pop().has_value(); }
 
   [[nodiscard]] summary_row row() const;
   [[nodiscard]] std::string describe() const;
