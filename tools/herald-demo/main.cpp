@@ -192,7 +192,7 @@ int run(const options& opt) {
                     table.end_reason() == herald::end_reason::shutdown,
                 strprintf("live-table: END popped %d time(s), reason shutdown, nothing after it",
                           table.ends()));
-  checks.expect(table.sequence().missing(tq.published) == 0 && table.sequence().duplicates() == 0 &&
+  checks.expect(table.sequence().missing(tq.published) == 0 && table.sequence().anomalies() == 0 &&
                     table.sequence().highest() == tq.published,
                 "live-table: received each sub_sequence() number from 1 to published once "
                 "(unbounded queue)");
@@ -204,7 +204,7 @@ int run(const options& opt) {
   // holds them all, or a push is half done): both counters, no other.
   checks.expect(
       never_arrived == sq.dropped() && sq.dropped_oldest + sq.dropped_newest == sq.dropped() &&
-          slow.sequence().duplicates() == 0 && slow.sequence().highest() <= sq.published,
+          slow.sequence().anomalies() == 0 && slow.sequence().highest() <= sq.published,
       strprintf("slow-consumer: sub_sequence() numbers that never arrived (%s) = "
                 "dropped (%s oldest + %s newest)",
                 with_commas(never_arrived).c_str(), with_commas(sq.dropped_oldest).c_str(),

@@ -75,29 +75,52 @@ std::size_t end_counter::destructions() const {
 // ---- sequence_tracker -------------------------------------------------------------------------
 
 void sequence_tracker::saw(std::uint64_t n) {
-  if (n == 0) {
-    ++duplicates_;  // 0 is never a valid number: count it as an anomaly
+  if (n < base_) {
+    ++anomalies_;  // 0, or a number settled long ago
     return;
   }
-  if (n > seen_.size()) {
-    seen_.resize(std::max<std::size_t>(static_cast<std::size_t>(n), seen_.size() * 2));
+  const auto i = static_cast<std::size_t>(n - base_);
+  if (i >= seen_.size()) {
+    seen_.resize(std::max(i + 1, seen_.size() * 2));
   }
-  if (seen_[n - 1]) {
-    ++duplicates_;
+  if (seen_[i]) {
+    ++anomalies_;  // received twice
     return;
   }
-  seen_[n - 1] = true;
+  seen_[i] = true;
   ++received_;
   if (n < highest_) {
     ++out_of_order_;
   }
   highest_ = std::max(highest_, n);
+  if (highest_ - base_ >= 4 * window) {
+    settle();
+  }
+}
+
+// Settles every number more than `window` below the highest: counts the missing ones and
+// their runs, then drops them from the bitmap.
+void sequence_tracker::settle() {
+  const auto count = static_cast<std::size_t>(highest_ - window - base_);
+  for (std::size_t i = 0; i < count; ++i) {
+    const bool absent = !seen_[i];
+    if (absent) {
+      ++settled_missing_;
+      if (!settled_ends_missing_) {
+        ++settled_runs_;
+      }
+    }
+    settled_ends_missing_ = absent;
+  }
+  seen_.erase(seen_.begin(), seen_.begin() + static_cast<std::ptrdiff_t>(count));
+  base_ += count;
 }
 
 std::uint64_t sequence_tracker::missing(std::uint64_t last) const noexcept {
-  std::uint64_t m = 0;
-  for (std::uint64_t n = 1; n <= last; ++n) {
-    if (n > seen_.size() || !seen_[n - 1]) {
+  std::uint64_t m = settled_missing_;
+  for (std::uint64_t n = base_; n <= last; ++n) {
+    const std::uint64_t i = n - base_;
+    if (i >= seen_.size() || !seen_[static_cast<std::size_t>(i)]) {
       ++m;
     }
   }
@@ -105,10 +128,11 @@ std::uint64_t sequence_tracker::missing(std::uint64_t last) const noexcept {
 }
 
 std::uint64_t sequence_tracker::missing_runs(std::uint64_t last) const noexcept {
-  std::uint64_t runs = 0;
-  bool in_run = false;
-  for (std::uint64_t n = 1; n <= last; ++n) {
-    const bool absent = n > seen_.size() || !seen_[n - 1];
+  std::uint64_t runs = settled_runs_;
+  bool in_run = settled_ends_missing_;
+  for (std::uint64_t n = base_; n <= last; ++n) {
+    const std::uint64_t i = n - base_;
+    const bool absent = i >= seen_.size() || !seen_[static_cast<std::size_t>(i)];
     if (absent && !in_run) {
       ++runs;
     }

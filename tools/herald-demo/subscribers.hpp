@@ -57,25 +57,35 @@ class end_counter {
 
 /// Which of the numbers 1, 2, ... of one subscription (sub_sequence()) arrived, in whatever
 /// order: with several publishers, events are queued in the order their pushes happened,
-/// which may differ from the order of their numbers. One thread at a time.
+/// which may differ from the order of their numbers. Memory stays bounded: numbers more than
+/// `window` below the highest one are settled (those not received count as missing for good,
+/// and one arriving later is counted as too late). One thread at a time.
 class sequence_tracker {
  public:
+  static constexpr std::uint64_t window = std::uint64_t{1} << 16;
+
   void saw(std::uint64_t n);
   [[nodiscard]] std::uint64_t received() const noexcept { return received_; }
   [[nodiscard]] std::uint64_t highest() const noexcept { return highest_; }
-  /// Numbers received twice (never expected).
-  [[nodiscard]] std::uint64_t duplicates() const noexcept { return duplicates_; }
+  /// Numbers received twice, 0, or after they were settled (never expected).
+  [[nodiscard]] std::uint64_t anomalies() const noexcept { return anomalies_; }
   /// Arrivals with a smaller number than one received before.
   [[nodiscard]] std::uint64_t out_of_order() const noexcept { return out_of_order_; }
-  /// Numbers from 1 to `last` never received, and how many runs of them there are.
+  /// Numbers from 1 to `last` (>= highest()) never received, and how many runs they form.
   [[nodiscard]] std::uint64_t missing(std::uint64_t last) const noexcept;
   [[nodiscard]] std::uint64_t missing_runs(std::uint64_t last) const noexcept;
 
  private:
-  std::vector<bool> seen_;  // seen_[n - 1]
+  void settle();
+
+  std::uint64_t base_ = 1;  // seen_[i] is number base_ + i; every number below is settled
+  std::vector<bool> seen_;
+  std::uint64_t settled_missing_ = 0;
+  std::uint64_t settled_runs_ = 0;
+  bool settled_ends_missing_ = false;  // number base_ - 1 was missing
   std::uint64_t received_ = 0;
   std::uint64_t highest_ = 0;
-  std::uint64_t duplicates_ = 0;
+  std::uint64_t anomalies_ = 0;
   std::uint64_t out_of_order_ = 0;
 };
 
