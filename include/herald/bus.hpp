@@ -916,8 +916,8 @@ class sub_list {
   /// True once destroy() has begun. Thread safety: any thread. Memory ordering: acquire.
   [[nodiscard]] bool is_destroyed() const noexcept;
 
-  /// Is any active or paused subscription listening for any subtype of `type`? Cheap (three
-  /// loads); racy by nature. Thread safety: any thread. Allocation: none.
+  /// Is any active or paused subscription listening for any subtype of `type` (a wildcard
+  /// subscription listens to every type)? Cheap (a few loads); racy by nature. Thread safety: any thread. Allocation: none.
   [[nodiscard]] bool has_subscribers(event_type type) const noexcept;
 
   /// Subscribes `handler` (callable as `void(herald::sync_event<F>&)`) to `type` (a non-empty

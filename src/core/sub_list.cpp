@@ -908,6 +908,9 @@ bool sub_list::is_destroyed() const noexcept {
 bool sub_list::has_subscribers(event_type type) const noexcept {
   detail::read_guard guard;
   const detail::directory* d = core_->dir.load(std::memory_order_acquire);
+  if (d->wildcard->size != 0) {
+    return true;  // a wildcard subscription listens to every family
+  }
   if (type.family() >= d->families) {
     return false;
   }
