@@ -138,6 +138,7 @@ int run(const options& opt) {
     last_total = total;
     next += progress_every;
   }
+  table.stop_printing();
   sim.stop();
   const double ran_for = std::chrono::duration<double>(clock_type::now() - start).count();
   const published_counts published = sim.counts();

@@ -355,7 +355,7 @@ void live_table::drain() {
     }
   }
   const auto now = clock_type::now();
-  if (now >= next_print_) {
+  if (now >= next_print_ && printing_.load(std::memory_order_relaxed)) {
     print(now);
     next_print_ = now + every_;
   }

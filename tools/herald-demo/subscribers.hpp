@@ -224,6 +224,8 @@ class live_table {
   live_table(console& out, clock_type::time_point t0, std::chrono::milliseconds every)
       : out_(out), t0_(t0), every_(every) {}
   [[nodiscard]] herald::result<void> subscribe(herald::bus& bus);
+  /// No more tables from now on (the run is over; the report follows). Any thread.
+  void stop_printing() noexcept { printing_.store(false, std::memory_order_relaxed); }
   /// Waits until the tasklet popped END; false on timeout.
   [[nodiscard]] bool wait_end(std::chrono::milliseconds timeout);
   /// After END: pops once more (the tasklet no longer runs) and tells whether anything came
@@ -260,7 +262,8 @@ class live_table {
   unsigned tables_printed_ = 0;
   latency_histogram latency_;
   herald::end_reason reason_ = herald::end_reason::unsubscribed;
-  std::atomic<int> ends_{0};  // release by the tasklet, acquire by readers
+  std::atomic<bool> printing_{true};  // relaxed: a hint, nothing is published through it
+  std::atomic<int> ends_{0};          // release by the tasklet, acquire by readers
   std::mutex end_mu_;
   std::condition_variable end_cv_;
 };
