@@ -31,7 +31,10 @@ enum class overflow_policy : std::uint8_t {
   /// of the bus's workers, a publisher never waits: after_timeout applies at once.
   block,
   drop_newest,       ///< the new event is dropped (counted as dropped_newest)
-  drop_oldest,       ///< the oldest queued event is dropped to make room (dropped_oldest)
+  /// The oldest queued event is dropped to make room (dropped_oldest). If none can be taken
+  /// (the consumer holds them all, or keeps winning the freed place), the new event is dropped
+  /// instead (dropped_newest).
+  drop_oldest,
   /// The subscription ends: the new event is dropped (dropped_ended), the events already
   /// queued are delivered, then END, whose reason is end_reason::overflow.
   end_subscription,

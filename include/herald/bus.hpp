@@ -1043,7 +1043,7 @@ class sub_list {
     }
     // Bound before the subscription becomes visible: a publish may notify the consumer before
     // subscribe_core() returns, and its pop() must find the queue. The consumer's reference
-    // is counted by subscribe_core (which frees `s` on failure: then unbind).
+    // is counted by subscribe_core, which drops it on failure: then unbind.
     qb.core_ = s;
     auto sub = detail::subscribe_core(*core_, type, s, opt, where);
     if (!sub) {

@@ -709,13 +709,15 @@ mpsc_node* deferred_core::consumer_pop() noexcept {
   if (n != nullptr && static_cast<event_node*>(n)->block != nullptr) {
     // One writer at a time (the consumer, or under the lock): a plain increment.
     const std::uint64_t r = removed.load(std::memory_order_relaxed) + 1;
-    removed.store(r, std::memory_order_relaxed);
-    if (blocking) {
-      // seq_cst fence (Dekker with wait_for_room): the pop is visible before the check.
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-      // Wake sleeping publishers once half the bound is free, not at every pop: each wake-up
-      // then lets them queue a batch instead of one event per context switch.
-      if (room_waiters.load(std::memory_order_relaxed) != 0 &&
+    if (!blocking) {
+      removed.store(r, std::memory_order_relaxed);
+    } else {
+      // seq_cst exchange, then seq_cst load (Dekker with wait_for_room): the pop is visible
+      // before the check for sleeping publishers. Wake them once half the bound is free, not
+      // at every pop: each wake-up then lets them queue a batch instead of one event per
+      // context switch.
+      (void)removed.exchange(r, std::memory_order_seq_cst);
+      if (room_waiters.load(std::memory_order_seq_cst) != 0 &&
           accepted.load(std::memory_order_relaxed) - r <= bp.bound / 2) {
         room.fetch_add(1, std::memory_order_seq_cst);
         (void)::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&room), FUTEX_WAKE_PRIVATE,

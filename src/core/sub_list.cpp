@@ -723,6 +723,9 @@ result<subscription> subscribe_core(list_core& l, event_type type, sub_core* s,
   if (!replay_last_values(l, st, *s, type)) {
     lv_lock.unlock();
     unsubscribe_core(s);
+    if (s->deferred != nullptr && s->deferred->mode == deferred_mode::queue) {
+      sub_release(s);  // the consumer's reference: the caller's queue stays unbound
+    }
     return unexpected(errc::no_memory);
   }
   lv_lock.unlock();

@@ -1,4 +1,4 @@
-// Example 09 (last value): stateful events, replayed to subscriptions made later.
+// Example 13 (last value): stateful events, replayed to subscriptions made later.
 //
 // A load balancer publishes the state of its servers: UP and DOWN (is the server serving?)
 // and WEIGHT (its share of the traffic) are *stateful*, so each list keeps the last event of
@@ -17,7 +17,7 @@
 //   6. destroying a list drops its last values; subscribing to it then fails.
 // Every count is checked; the program exits non-zero on any mismatch.
 //
-// Usage: herald_example_09_last_value [--quick]
+// Usage: herald_example_13_last_value [--quick]
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -66,7 +66,7 @@ int main(int argc, char** argv) {
   int failures = 0;
   auto expect = [&](bool ok, const char* what) {
     if (!ok) {
-      std::fprintf(stderr, "example 09 (last value): %s\n", what);
+      std::fprintf(stderr, "example 13 (last value): %s\n", what);
       ++failures;
     }
   };
