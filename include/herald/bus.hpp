@@ -73,10 +73,16 @@ class bus;
 class sub_list;
 class subscription;
 
-/// Publishes of family `f` so far, process-wide (every list of every bus, whatever the outcome;
-/// counted per thread without a shared write, summed here). Racy by nature. Thread safety: any
-/// thread. Blocking: never. Allocation: none.
+/// Publishes of family `f` counted so far, process-wide (every list of every bus, whatever the
+/// outcome; counted per thread without a shared write, summed here), while counting was on
+/// (set_family_counting). Racy by nature. Thread safety: any thread. Blocking: never.
+/// Allocation: none.
 [[nodiscard]] std::uint64_t family_published(family_id f) noexcept;
+/// Turns the per-family publish counters on or off (process-wide; off by default: they cost
+/// about 1 ns per publish, since back-to-back publishes then wait for each other's counter
+/// update through memory). Thread safety: any thread; publishes running meanwhile may or may
+/// not be counted. Blocking: never.
+void set_family_counting(bool on) noexcept;
 
 /// A 64-bit subscription id computed from (scope, name) with xxHash (XXH3). The scope and the
 /// name are hashed with their lengths, so ("ab", "c") and ("a", "bc") give different ids. Never

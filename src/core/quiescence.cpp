@@ -123,6 +123,8 @@ reader_record* register_reader() noexcept {
   return r;
 }
 
+std::atomic<bool> family_counting{false};
+
 std::uint64_t published_total(std::uint16_t f) noexcept {
   std::uint64_t sum = 0;
   // acquire: pairs with the release that published each record.

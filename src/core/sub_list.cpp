@@ -739,6 +739,10 @@ std::uint64_t family_published(family_id f) noexcept {
   return f < max_families ? detail::published_total(f) : 0;
 }
 
+void set_family_counting(bool on) noexcept {
+  detail::family_counting.store(on, std::memory_order_relaxed);
+}
+
 // ---- make_id -----------------------------------------------------------------------------
 
 std::uint64_t make_id(std::string_view scope, std::string_view name) noexcept {
