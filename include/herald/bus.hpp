@@ -572,6 +572,11 @@ inline result<std::size_t> call_matching(const list_core& l, const directory* d,
   std::size_t called = 0;
   sub_core* const* items = arr->items();
   const std::uint32_t sync_count = arr->sync_count;
+  // Async and queue subscriptions, and wildcard ones, are served out of line after the loop;
+  // whether there are any is decided here, from lines already loaded (the directory's header
+  // and the array's), so that nothing more is read after the handlers ran.
+  const sub_array* wild = d->wildcard;
+  const bool more = (arr->size != sync_count) | (wild != &empty_array);
   for (std::uint32_t i = 0; i < sync_count; ++i) {
     sub_core& s = *items[i];
     if (sub_callable(s)) [[likely]] {
@@ -579,9 +584,7 @@ inline result<std::size_t> call_matching(const list_core& l, const directory* d,
       ++called;
     }
   }
-  // Async and queue subscriptions, and wildcard ones: out of line.
-  const sub_array* wild = d->wildcard;
-  if (arr->size != sync_count || wild->size != 0) {
+  if (more) {
     auto rest = publish_rest(l, arr, wild, type, safe, ops, outermost);
     if (!rest) {
       return unexpected(rest.error());
@@ -1131,7 +1134,10 @@ class sub_list {
   /// queued. Returns how many subscriptions got it (handlers run plus events queued; an event
   /// an overflow policy dropped is not counted).
   /// Thread safety: any thread. Handler context: allowed (nested publishes). Blocking: none
-  /// besides the handlers. Allocation: none (after the thread's first publish). Ownership:
+  /// besides the handlers, and a bounded subscription with overflow_policy::block, which may
+  /// hold an outermost publish up to its block_timeout (herald/backpressure.hpp). Allocation:
+  /// none after the thread's first publish (a snapshot block from the thread's pool when an
+  /// async or queue subscription matches). Ownership:
   /// `safe` and `unsafe` are borrowed for the call. Errors: list_destroyed (no handler ran).
   /// Handler exceptions are caught, counted and reported to the error hook; publish never
   /// throws. Ordering: handlers run in subscription order; see docs for subscriptions made or

@@ -272,7 +272,9 @@ bool wait_for_room(deferred_core& d, unsigned round, std::int64_t deadline) noex
     return true;
   }
   const std::int64_t now = now_ns();
-  if (now >= deadline) {
+  // An ended subscription will not make room any more (its consumer may be gone): stop
+  // waiting (end_locked wakes sleepers).
+  if (now >= deadline || (d.sub->flags.load(std::memory_order_acquire) & sub_ended) != 0) {
     return false;
   }
   // seq_cst (Dekker with consumer_pop): either the consumer sees this waiter after its pop and
@@ -283,6 +285,10 @@ bool wait_for_room(deferred_core& d, unsigned round, std::int64_t deadline) noex
       d.bp.bound) {
     d.room_waiters.fetch_sub(1, std::memory_order_relaxed);
     return true;
+  }
+  if ((d.sub->flags.load(std::memory_order_seq_cst) & sub_ended) != 0) {
+    d.room_waiters.fetch_sub(1, std::memory_order_relaxed);
+    return false;  // ended since the check above (see wake_blocked_publishers)
   }
   const std::int64_t left = deadline - now;
   timespec ts{static_cast<time_t>(left / 1'000'000'000), static_cast<long>(left % 1'000'000'000)};
@@ -761,6 +767,18 @@ subscription_stats deferred_core::stats() const noexcept {
   st.queued = st.published > gone ? st.published - gone : 0;
   st.high_water = std::max(high_water.load(std::memory_order_relaxed), st.queued);
   return st;
+}
+
+void wake_blocked_publishers(deferred_core& d) noexcept {
+  // A read-modify-write, not a load: it is ordered with the sleepers' fetch_add, so either it
+  // sees a sleeper, or that sleeper's re-check (after its fetch_add, which then reads from this
+  // one) sees the ended flag stored before this call.
+  if (!d.blocking || d.room_waiters.fetch_add(0, std::memory_order_seq_cst) == 0) {
+    return;
+  }
+  d.room.fetch_add(1, std::memory_order_seq_cst);
+  (void)::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&d.room), FUTEX_WAKE_PRIVATE,
+                  INT32_MAX, nullptr, nullptr, 0);
 }
 
 void set_end_reason(deferred_core& d, end_reason why) noexcept {

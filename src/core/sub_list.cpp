@@ -304,14 +304,16 @@ bool rebuild(list_core& l, list_state& st, family_id f) noexcept {
   if (!wild) {
     dir->slots()[f] = slot;
   }
+  // Read before `old` is retired: from then on another thread's reclamation may free it.
+  const sub_array* old_wildcard = old->wildcard;
   // release: publishes the new pieces; pairs with publish_raw's acquire load.
   l.dir.store(dir, std::memory_order_release);
   if (old != &empty_directory && old != &destroyed_directory) {
     retire(const_cast<directory*>(old)->retire);
   }
   retire_slot(old_slot);
-  if (wild && old->wildcard != &empty_array) {
-    retire(const_cast<sub_array*>(old->wildcard)->retire);
+  if (wild && old_wildcard != &empty_array) {
+    retire(const_cast<sub_array*>(old_wildcard)->retire);
   }
   // Stale subscriptions of this family are no longer referenced by the snapshot.
   sub_core** link = &st.stale;
@@ -338,6 +340,9 @@ bool end_locked(list_core& l, list_state& st, sub_core* s) noexcept {
   }
   // release: publishers that see the flag (acquire) skip the handler.
   s->flags.fetch_or(sub_ended, std::memory_order_release);
+  if (s->deferred != nullptr) {
+    wake_blocked_publishers(*s->deferred);  // they stop waiting for an ended subscription
+  }
   st.members.erase(std::find(st.members.begin(), st.members.end(), s));
   if (s->id != 0) {
     st.by_id.erase(s->id);
@@ -365,6 +370,9 @@ bool end_all_locked(list_core& l, list_state& st, const directory* ended) noexce
                                                                  : end_reason::list_destroyed);
     }
     s->flags.fetch_or(sub_ended, std::memory_order_release);
+    if (s->deferred != nullptr) {
+      wake_blocked_publishers(*s->deferred);
+    }
     deferred = deferred || s->deferred != nullptr;
   }
   const directory* old = l.dir.load(std::memory_order_relaxed);

@@ -196,6 +196,9 @@ struct deferred_core : task {
   subscription_stats stats() const noexcept;
 };
 
+/// Wakes the publishers sleeping for room in `d` (overflow_policy::block), e.g. because the
+/// subscription ended (they then stop waiting). Thread safety: any thread.
+void wake_blocked_publishers(deferred_core& d) noexcept;
 /// Records why `s` ended, unless an earlier path already did. Thread safety: any thread.
 void set_end_reason(deferred_core& d, end_reason why) noexcept;
 /// The reason recorded (unsubscribed if none was).
