@@ -575,8 +575,7 @@ inline result<std::size_t> call_matching(const list_core& l, const directory* d,
   // Async and queue subscriptions, and wildcard ones, are served out of line after the loop;
   // whether there are any is decided here, from lines already loaded (the directory's header
   // and the array's), so that nothing more is read after the handlers ran.
-  const sub_array* wild = d->wildcard;
-  const bool more = (arr->size != sync_count) | (wild != &empty_array);
+  const bool more = (arr->size != sync_count) | ((d->flags & dir_has_wildcard) != 0);
   for (std::uint32_t i = 0; i < sync_count; ++i) {
     sub_core& s = *items[i];
     if (sub_callable(s)) [[likely]] {
@@ -585,7 +584,7 @@ inline result<std::size_t> call_matching(const list_core& l, const directory* d,
     }
   }
   if (more) {
-    auto rest = publish_rest(l, arr, wild, type, safe, ops, outermost);
+    auto rest = publish_rest(l, arr, d->wildcard, type, safe, ops, outermost);
     if (!rest) {
       return unexpected(rest.error());
     }
@@ -628,6 +627,10 @@ inline result<std::size_t> publish_raw(const list_core& l, event_type type, unsi
   count_publish(*r, type.family());
   const directory* d = l.dir.load(std::memory_order_acquire);
   if (type.family() >= d->families) [[unlikely]] {
+    if (d->flags == 0) {
+      leave_section(*r);
+      return std::size_t{0};  // a live list where nobody ever subscribed to this family
+    }
     auto called = publish_unindexed(l, d, type, safe, ops, /*outermost=*/true);
     leave_section(*r);
     return called;

@@ -24,8 +24,8 @@
 namespace herald {
 namespace detail {
 
-constinit directory destroyed_directory{};
-constinit directory shutdown_directory{};
+constinit directory destroyed_directory{{}, 0, dir_ended};
+constinit directory shutdown_directory{{}, 0, dir_ended};
 constinit const sub_array empty_array{};
 constinit const family_slot empty_slot{};
 
@@ -296,6 +296,7 @@ bool rebuild(list_core& l, list_state& st, family_id f) noexcept {
     return false;
   }
   dir->families = families;
+  dir->flags = (wild ? wild_array : old->wildcard) != &empty_array ? dir_has_wildcard : 0;
   for (std::uint32_t i = 0; i < families; ++i) {
     dir->slots()[i] = i < old->families ? old->slots()[i] : &empty_slot;
   }

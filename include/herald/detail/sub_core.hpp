@@ -59,9 +59,14 @@ struct family_slot {
 /// sentinels let a publish go directory -> slot -> array without a null test.
 extern constinit const family_slot empty_slot;
 
+/// Flags of a directory (directory::flags), read by every publish on the line it reads anyway.
+inline constexpr std::uint32_t dir_ended = 1;         // destroyed or shut down: an error
+inline constexpr std::uint32_t dir_has_wildcard = 2;  // `wildcard` is not empty
+
 struct directory {
   retire_node retire;
   std::uint32_t families = 0;  // `families` slot pointers (never nullptr) follow the header
+  std::uint32_t flags = 0;     // dir_ended | dir_has_wildcard
   // Wildcard subscriptions (every family), sync first; &empty_array when there are none.
   const sub_array* wildcard = &empty_array;
   const family_slot* const* slots() const noexcept {
