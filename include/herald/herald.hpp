@@ -8,6 +8,8 @@
 #include "herald/bus.hpp"
 #include "herald/error.hpp"
 #include "herald/event_type.hpp"
+#include "herald/introspect.hpp"
 #include "herald/mt_list.hpp"
+#include "herald/presence.hpp"
 #include "herald/scheduler.hpp"
 #include "herald/version.hpp"

@@ -42,6 +42,21 @@ struct bus_core {
   std::mutex scheduler_mutex;
   std::unique_ptr<scheduler> workers;  // guarded by scheduler_mutex
   tasklet reclaimer;                   // set with `workers`
+
+  // Emitter presence (src/core/presence.cpp): the declared emitters by token, and the
+  // condition variable wait_for_emitter() waits on, notified (under presence_mutex) by every
+  // declaration and by shutdown (after shutting_down is set).
+  std::mutex presence_mutex;
+  std::condition_variable presence_cv;
+  std::unordered_map<std::uint64_t, event_type> emitters;  // guarded by presence_mutex
+  std::uint64_t next_emitter = 1;                          // guarded by presence_mutex
+
+  // Introspection (src/core/introspect.cpp): the number given to each live list the first
+  // time introspection saw it (the label "list-N" of unnamed lists), with the pass that last
+  // saw it; each pass prunes the entries of lists gone. Guarded by lists_mutex.
+  std::unordered_map<const list_core*, std::pair<std::uint64_t, std::uint64_t>> list_numbers;
+  std::uint64_t next_list_number = 1;  // guarded by lists_mutex
+  std::uint64_t introspect_pass = 0;   // guarded by lists_mutex
 };
 
 // Writer-side state of a list (list_core::state); guarded by `mutex` unless said otherwise.
@@ -94,6 +109,10 @@ void sub_release(sub_core* s) noexcept;
 
 /// Calls the bus's diagnostic hook (if any) with `diag`. Thread safety: any thread.
 void report_diagnostic(bus_core& b, const diagnostic& diag) noexcept;
+
+/// Wakes every wait_for_emitter() on `b` (src/core/presence.cpp); bus::shutdown() calls it
+/// after setting shutting_down. Thread safety: any thread. Blocking: presence_mutex, briefly.
+void wake_emitter_waiters(bus_core& b) noexcept;
 
 /// The drain task of async subscriptions (deferred_core's run function).
 bool run_async(task& t) noexcept;

@@ -1047,6 +1047,7 @@ void bus::shutdown() noexcept {
       lists.push_back(l);
     }
   }
+  detail::wake_emitter_waiters(b);  // a wait_for_emitter() with no emitter returns false
   if (b.options.on_shutdown == shutdown_mode::discard) {
     // release: pairs with the drain tasks' acquire load (should_discard).
     b.discard_pending.store(true, std::memory_order_release);
