@@ -575,7 +575,6 @@ inline result<std::size_t> call_matching(const list_core& l, const directory* d,
   // Async and queue subscriptions, and wildcard ones, are served out of line after the loop;
   // whether there are any is decided here, from lines already loaded (the directory's header
   // and the array's), so that nothing more is read after the handlers ran.
-  const bool more = (arr->size != sync_count) | ((d->flags & dir_has_wildcard) != 0);
   for (std::uint32_t i = 0; i < sync_count; ++i) {
     sub_core& s = *items[i];
     if (sub_callable(s)) [[likely]] {
@@ -583,7 +582,7 @@ inline result<std::size_t> call_matching(const list_core& l, const directory* d,
       ++called;
     }
   }
-  if (more) {
+  if ((arr->size != sync_count) | ((d->flags & dir_has_wildcard) != 0)) {
     auto rest = publish_rest(l, arr, d->wildcard, type, safe, ops, outermost);
     if (!rest) {
       return unexpected(rest.error());
