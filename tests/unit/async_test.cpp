@@ -25,7 +25,13 @@
 #include "herald/bus.hpp"
 #include "herald/scheduler.hpp"
 
+#include "test_support.hpp"
+
 namespace {
+
+using herald_test::wait_for;
+using herald_test::gate;
+using herald_test::manual_executor;
 
 // Payload copies made and destroyed, to count snapshots.
 struct copy_counter {
@@ -75,39 +81,6 @@ struct tasync_empty {
 using herald::async_event;
 using herald::type_of;
 using sub = tasync_event::subtype;
-
-// Polls `done` until true; fails the test (instead of hanging) after a long deadline.
-template <class Done>
-bool wait_for(Done done) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      ADD_FAILURE() << "condition not reached within 30 s";
-      return false;
-    }
-    std::this_thread::yield();
-  }
-  return true;
-}
-
-// A gate a handler can wait on until the test opens it.
-class gate {
- public:
-  void open() {
-    std::lock_guard lock(m_);
-    open_ = true;
-    cv_.notify_all();
-  }
-  void wait() {
-    std::unique_lock lock(m_);
-    cv_.wait(lock, [&] { return open_; });
-  }
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool open_ = false;
-};
 
 // Counts its own destruction (captured by value in handlers).
 struct life_probe {
@@ -480,34 +453,6 @@ TEST(AsyncDelivery, EventsPerRunOutOfRangeIsRefused) {
   ASSERT_FALSE(s);
   EXPECT_EQ(s.error(), herald::errc::invalid_argument);
 }
-
-// A user executor: tasks run only when the test drains it.
-struct manual_executor {
-  std::mutex m;
-  std::deque<herald::task*> tasks;
-  static void post(void* self, herald::task& t, herald::run_on) noexcept {
-    auto& ex = *static_cast<manual_executor*>(self);
-    std::lock_guard lock(ex.m);
-    ex.tasks.push_back(&t);
-  }
-  herald::executor_ref ref() { return herald::executor_ref(this, &manual_executor::post); }
-  std::size_t run_all() {
-    std::size_t n = 0;
-    for (;;) {
-      herald::task* t = nullptr;
-      {
-        std::lock_guard lock(m);
-        if (tasks.empty()) {
-          return n;
-        }
-        t = tasks.front();
-        tasks.pop_front();
-      }
-      herald::task::execute(*t);
-      ++n;
-    }
-  }
-};
 
 TEST(AsyncDelivery, HandlerRunsOnTheUsersExecutor) {
   manual_executor ex;

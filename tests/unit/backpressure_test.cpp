@@ -40,7 +40,13 @@
 #include "herald/bus.hpp"
 #include "herald/scheduler.hpp"
 
+#include "test_support.hpp"
+
 namespace {
+
+using herald_test::wait_for;
+using herald_test::gate;
+using herald_test::manual_executor;
 
 struct tbp_event {
   static constexpr std::string_view family_name = "TBPEVENT";
@@ -95,20 +101,6 @@ using namespace std::chrono_literals;
 
 // ---- Helpers ---------------------------------------------------------------------------------
 
-// Polls `done` until true; fails the test (instead of hanging) after a long deadline.
-template <class Done>
-bool wait_for(Done done) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      ADD_FAILURE() << "condition not reached within 30 s";
-      return false;
-    }
-    std::this_thread::yield();
-  }
-  return true;
-}
-
 // Waits for `done`. A publisher that must not block but does waits for a block_timeout of an
 // hour: after a deadline the test fails, and `rescue` (which makes room in the full queue) is
 // called until `done`, so that the test ends instead of hanging.
@@ -135,53 +127,6 @@ void let_pass(std::chrono::steady_clock::duration d) {
     std::this_thread::sleep_for(1ms);
   }
 }
-
-// A gate a handler can wait on until the test opens it.
-class gate {
- public:
-  void open() {
-    std::lock_guard lock(m_);
-    open_ = true;
-    cv_.notify_all();
-  }
-  void wait() {
-    std::unique_lock lock(m_);
-    cv_.wait(lock, [&] { return open_; });
-  }
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool open_ = false;
-};
-
-// A user executor: tasks run only when the test runs them.
-struct manual_executor {
-  std::mutex m;
-  std::deque<herald::task*> tasks;
-  static void post(void* self, herald::task& t, herald::run_on) noexcept {
-    auto& ex = *static_cast<manual_executor*>(self);
-    std::lock_guard lock(ex.m);
-    ex.tasks.push_back(&t);
-  }
-  herald::executor_ref ref() { return herald::executor_ref(this, &manual_executor::post); }
-  std::size_t run_all() {
-    std::size_t n = 0;
-    for (;;) {
-      herald::task* t = nullptr;
-      {
-        std::lock_guard lock(m);
-        if (tasks.empty()) {
-          return n;
-        }
-        t = tasks.front();
-        tasks.pop_front();
-      }
-      herald::task::execute(*t);
-      ++n;
-    }
-  }
-};
 
 tbp_event::safe_part payload(int id) { return tbp_event::safe_part{id}; }
 

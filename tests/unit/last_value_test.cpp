@@ -49,7 +49,11 @@
 #include "herald/error.hpp"
 #include "herald/event_type.hpp"
 
+#include "test_support.hpp"
+
 namespace {
+
+using herald_test::wait_for;
 
 using herald::async_event;
 using herald::errc;
@@ -152,20 +156,6 @@ std::string tag(pt s, int v) {
 using tags = std::vector<std::string>;
 
 // ---- Waiting and receivers --------------------------------------------------------------------
-
-// Polls `done` until true; fails the test (instead of hanging) after a long deadline.
-template <class Done>
-bool wait_for(Done done) {
-  const auto deadline = clock_type::now() + std::chrono::seconds(30);
-  while (!done()) {
-    if (clock_type::now() > deadline) {
-      ADD_FAILURE() << "condition not reached within 30 s";
-      return false;
-    }
-    std::this_thread::yield();
-  }
-  return true;
-}
 
 // One event as an async handler or a queue consumer saw it.
 struct seen_event {

@@ -29,7 +29,12 @@
 
 #include "herald/bus.hpp"
 
+#include "test_support.hpp"
+
 namespace {
+
+using herald_test::wait_for;
+using herald_test::gate;
 
 struct tord_event {
   static constexpr std::string_view family_name = "TORD";
@@ -75,39 +80,6 @@ struct tord_state {
 using herald::overflow_policy;
 using herald::type_of;
 using ev = tord_event::subtype;
-
-// Polls `done` until true; fails the test (instead of hanging) after a long deadline.
-template <class Done>
-bool wait_for(Done done) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      ADD_FAILURE() << "condition not reached within 60 s";
-      return false;
-    }
-    std::this_thread::yield();
-  }
-  return true;
-}
-
-// A gate a handler can wait on until the test opens it.
-class gate {
- public:
-  void open() {
-    std::lock_guard lock(m_);
-    open_ = true;
-    cv_.notify_all();
-  }
-  void wait() {
-    std::unique_lock lock(m_);
-    cv_.wait(lock, [&] { return open_; });
-  }
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool open_ = false;
-};
 
 // What a subscriber saw of one event, in arrival order.
 struct seen {

@@ -49,7 +49,12 @@
 #include "herald/event_type.hpp"
 #include "herald/scheduler.hpp"
 
+#include "test_support.hpp"
+
 namespace {
+
+using herald_test::wait_for;
+using herald_test::gate;
 
 using herald::end_reason;
 using herald::errc;
@@ -171,39 +176,6 @@ template <class R>
 errc error_of(const R& r) {
   return r ? errc{} : r.error();
 }
-
-// Polls `done` until true; fails the test (instead of hanging) after a long deadline.
-template <class Done>
-bool wait_for(Done done) {
-  const auto deadline = clock_type::now() + std::chrono::seconds(30);
-  while (!done()) {
-    if (clock_type::now() > deadline) {
-      ADD_FAILURE() << "condition not reached within 30 s";
-      return false;
-    }
-    std::this_thread::yield();
-  }
-  return true;
-}
-
-// A gate a handler (or a blocker task) can wait on until the test opens it.
-class gate {
- public:
-  void open() {
-    std::lock_guard lock(m_);
-    open_ = true;
-    cv_.notify_all();
-  }
-  void wait() {
-    std::unique_lock lock(m_);
-    cv_.wait(lock, [&] { return open_; });
-  }
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool open_ = false;
-};
 
 // Counts its own destruction (captured by value in handlers).
 struct life_probe {
