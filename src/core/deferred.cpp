@@ -256,7 +256,8 @@ bool drop_one_oldest(deferred_core& d) noexcept {
   }
   auto* node = static_cast<event_node*>(n);
   // Under the lock, like the consumer's counts of the same counters.
-  d.removed.store(d.removed.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  // release: pairs with admit()'s acquire read of `removed`.
+  d.removed.store(d.removed.load(std::memory_order_relaxed) + 1, std::memory_order_release);
   d.dropped_oldest.store(d.dropped_oldest.load(std::memory_order_relaxed) + 1,
                          std::memory_order_relaxed);
   d.unlock();
@@ -316,10 +317,14 @@ bool admit(sub_core& s, event_type type, bool may_block) noexcept {
   std::int64_t deadline = 0;
   unsigned oldest_retries = 0;
   for (unsigned round = 0;; ++round) {
-    // Reserve a place: `accepted - removed` never exceeds the bound. relaxed: the CAS on
-    // `accepted` orders reservations among publishers; `removed` only grows.
+    // Reserve a place: `accepted - removed` never exceeds the bound. The CAS on `accepted`
+    // orders reservations among publishers. `removed` is read first, with acquire: every event
+    // it counts was reserved before (reservation, push, pop, count, each ordered before the
+    // next), so the `accepted` read after it is at least `r` and `a - r` cannot wrap around.
+    // Read the other way round, a stale `a` under a fresh `r` wrapped to a huge depth and
+    // dropped an event from a queue that had room.
+    const std::uint64_t r = d.removed.load(std::memory_order_acquire);
     std::uint64_t a = d.accepted.load(std::memory_order_relaxed);
-    const std::uint64_t r = d.removed.load(std::memory_order_relaxed);
     if (a - r < bound) {
       if (!d.accepted.compare_exchange_weak(a, a + 1, std::memory_order_relaxed)) {
         continue;
@@ -328,6 +333,11 @@ bool admit(sub_core& s, event_type type, bool may_block) noexcept {
       raise_high_water(d.high_water, depth);
       watch_slow(s, type, depth);
       return true;
+    }
+    // Full, if nothing was removed while `a` was read: then the depth was exactly `a - r`
+    // (the bound) at that moment. Otherwise `a - r` overstates it: look again.
+    if (d.removed.load(std::memory_order_acquire) != r) {
+      continue;
     }
     watch_slow(s, type, a - r);
     switch (policy) {
@@ -716,18 +726,20 @@ mpsc_node* deferred_core::consumer_pop() noexcept {
     // One writer at a time (the consumer, or under the lock): a plain increment.
     const std::uint64_t r = removed.load(std::memory_order_relaxed) + 1;
     if (!blocking) {
-      removed.store(r, std::memory_order_relaxed);
+      removed.store(r, std::memory_order_release);  // pairs with admit()'s acquire read
     } else {
       // seq_cst exchange, then seq_cst load (Dekker with wait_for_room): the pop is visible
       // before the check for sleeping publishers. Wake them once half the bound is free, not
       // at every pop: each wake-up then lets them queue a batch instead of one event per
       // context switch.
       (void)removed.exchange(r, std::memory_order_seq_cst);
-      if (room_waiters.load(std::memory_order_seq_cst) != 0 &&
-          accepted.load(std::memory_order_relaxed) - r <= bp.bound / 2) {
-        room.fetch_add(1, std::memory_order_seq_cst);
-        (void)::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&room), FUTEX_WAKE_PRIVATE,
-                        INT32_MAX, nullptr, nullptr, 0);
+      if (room_waiters.load(std::memory_order_seq_cst) != 0) {
+        const std::uint64_t a = accepted.load(std::memory_order_relaxed);
+        if (a < r || a - r <= bp.bound / 2) {  // `a < r`: a stale read of an emptied queue
+          room.fetch_add(1, std::memory_order_seq_cst);
+          (void)::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&room), FUTEX_WAKE_PRIVATE,
+                          INT32_MAX, nullptr, nullptr, 0);
+        }
       }
     }
     if (!watch_depth && r % 64 == 1) {
