@@ -3,7 +3,11 @@
 // ConcurrentQueue per subscriber (ConcurrentQueue) and one std::mutex + std::deque per
 // subscriber with a condition-variable wake-up (MutexDeque), against herald's async mode
 // (AsyncPublish_Herald) and queue mode (QueuePublish_Herald: an event_queue per subscriber
-// drained by a tasklet woken through queue_notify::wake).
+// drained by a tasklet woken through queue_notify::wake). Two yardsticks run with them
+// (bench/peers/spsc_floor.hpp): SpscFloor, the cheapest hand-off the machine allows (a
+// single-producer ring per subscriber, no allocation, no read-modify-write), and SpscFloorRmw,
+// the same plus the one read-modify-write per publish that a bus open to several publishing
+// threads cannot avoid.
 //
 // Scenario (wall-clock time; items = published events; per_delivery = time / (events x subs))
 //   AsyncPublish   `subs` subscribers (Arg 1, 16, 256) of one event type; the benchmark thread
@@ -64,6 +68,7 @@
 #include "peers/async_common.hpp"
 #include "peers/concurrent_queue.hpp"
 #include "peers/mutex_deque.hpp"
+#include "peers/spsc_floor.hpp"
 
 namespace {
 
@@ -285,6 +290,16 @@ void BM_AsyncPublish_MutexDeque(benchmark::State& state) {
   run_async_publish<herald::bench::mutex_deque_bus<server_event>>(state);
 }
 
+// Yardsticks, not peers (bench/peers/spsc_floor.hpp): the cheapest hand-off this machine
+// allows under the same driver, and the same with the one read-modify-write per publish that
+// any bus open to several publishing threads pays.
+void BM_AsyncPublish_SpscFloor(benchmark::State& state) {
+  run_async_publish<herald::bench::spsc_floor_bus<server_event, false>>(state);
+}
+void BM_AsyncPublish_SpscFloorRmw(benchmark::State& state) {
+  run_async_publish<herald::bench::spsc_floor_bus<server_event, true>>(state);
+}
+
 void subscriber_counts(benchmark::internal::Benchmark* b) {
   b->ArgName("subs")->Arg(1)->Arg(16)->Arg(256)->UseRealTime();
 }
@@ -295,3 +310,5 @@ BENCHMARK(BM_AsyncPublish_Herald)->Apply(subscriber_counts);
 BENCHMARK(BM_QueuePublish_Herald)->Apply(subscriber_counts);
 BENCHMARK(BM_AsyncPublish_ConcurrentQueue)->Apply(subscriber_counts);
 BENCHMARK(BM_AsyncPublish_MutexDeque)->Apply(subscriber_counts);
+BENCHMARK(BM_AsyncPublish_SpscFloor)->Apply(subscriber_counts);
+BENCHMARK(BM_AsyncPublish_SpscFloorRmw)->Apply(subscriber_counts);

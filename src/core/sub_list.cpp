@@ -593,7 +593,7 @@ bool replay_last_values(list_core& l, list_state& st, sub_core& s, event_type ty
     }
     if (e.copy != nullptr) {
       sub_core* const item = &s;
-      (void)offer_block(e.copy, {&item, 1}, {}, /*may_block=*/false);
+      (void)offer_block(e.copy, {&item, 1}, {}, /*may_block=*/false, caller_ref::keep);
     } else if (s.invoke_any != nullptr) {
       s.invoke_any(s, e.last->type, e.last->payload(), *e.last->ops);
     } else {
@@ -656,7 +656,8 @@ result<std::size_t> publish_stateful(const list_core& lc, event_type type, unsig
   if (deferred != 0) {
     called += offer_block(
         b, {items + arr->sync_count, arr->size - arr->sync_count},
-        {wild->items() + wild->sync_count, wild->size - wild->sync_count}, outermost);
+        {wild->items() + wild->sync_count, wild->size - wild->sync_count}, outermost,
+        caller_ref::keep);
   }
   release_block(b);
   if (previous != nullptr) {

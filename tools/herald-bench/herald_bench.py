@@ -177,6 +177,8 @@ LIBRARY_LABELS = {
     "Sigc": "libsigc++ 3",
     "ConcurrentQueue": "ConcurrentQueue",
     "MutexDeque": "mutex+deque",
+    "SpscFloor": "SPSC floor",
+    "SpscFloorRmw": "SPSC floor + 1 RMW",
     "MutexList": "mutex+list",
     "SpinList": "spin lock+list",
 }

@@ -7,9 +7,11 @@
 //   event_block | safe part copy | event_node[k]
 //
 // Node i is linked into subscriber i's queue (an intrusive MPSC queue, so the push allocates
-// nothing). The block is refcounted: one reference per node pushed plus the publisher's own,
-// dropped when publish returns. The last release runs the safe part's destructor (the cleanup
-// hook) and returns the block to its pool.
+// nothing). The block is refcounted: one reference per node pushed. A plain publish hands its
+// own reference over to the nodes before the first push (so the publisher writes no counter on
+// the block once the consumers can see it); a stateful publish keeps one for the list's last
+// value. The last release runs the safe part's destructor (the cleanup hook) and returns the
+// block to its pool.
 #pragma once
 
 #include <atomic>
@@ -142,6 +144,7 @@ struct deferred_core : task {
   std::function<void()> notify_callback;
   int notify_fd = -1;
   bool end_popped = false;  // consumer side
+  std::uint32_t linger = 0;  // async, consumer side: runs in a row that found the queue dry
   std::atomic<bool> end_reached{false};  // async: END processed, handler destroyed
   std::atomic<bool> end_queued{false};   // END pushed (relaxed: for size_approx only)
   // Queue mode: END's notification returned (release in reclaim_sub, acquire in queue_pop),
@@ -220,11 +223,18 @@ result<std::size_t> publish_deferred(const list_core& l, std::span<sub_core* con
 /// caller's). nullptr when out of memory (or the copy threw).
 event_block* make_block(const list_core& l, std::uint32_t nodes, event_type type, const void* safe,
                         const payload_ops& ops, const event_block* replayed) noexcept;
+/// What offer_block does with the caller's reference on the block.
+enum class caller_ref : std::uint8_t {
+  keep,       ///< the caller keeps it (and releases it later)
+  hand_over,  ///< the block is new, nobody else holds it: it becomes the queued nodes' (the
+              ///< caller must not touch the block after the call)
+};
+
 /// Queues `b` to every callable subscription of both ranges (together no more than the block's
-/// room), applying each one's overflow policy. Returns how many queued it. The caller keeps
-/// its reference.
+/// room), applying each one's overflow policy. Returns how many queued it.
 std::size_t offer_block(event_block* b, std::span<sub_core* const> first,
-                        std::span<sub_core* const> second, bool may_block) noexcept;
+                        std::span<sub_core* const> second, bool may_block,
+                        caller_ref ref) noexcept;
 
 /// Wakes the consumer of `d` after a push (async: its task; queue: the user's notification).
 void notify_consumer(deferred_core& d) noexcept;
