@@ -792,6 +792,11 @@ mpsc_node* deferred_core::consumer_pop() noexcept {
     lock();
   }
   mpsc_node* n = queue.pop();
+  if (n != nullptr) {
+    // The next pop reads the next node's line, written by a publisher on another core: ask
+    // for it now, while this event is handled.
+    __builtin_prefetch(queue.head_approx());
+  }
   if (n != nullptr && static_cast<event_node*>(n)->block != nullptr) {
     // One writer at a time (the consumer, or under the lock): a plain increment.
     const std::uint64_t r = removed.load(std::memory_order_relaxed) + 1;

@@ -76,6 +76,10 @@ class mpsc_queue {
     return head_->next.load(std::memory_order_acquire) != nullptr;
   }
 
+  /// The node the next pop() reads first (for a prefetch while the popped one is handled).
+  /// Thread safety: the consumer only.
+  [[nodiscard]] const mpsc_node* head_approx() const noexcept { return head_; }
+
   /// Nodes pushed and not popped yet: racy by nature. Thread safety: any thread.
   [[nodiscard]] std::size_t size_approx() const noexcept {
     const std::uint64_t popped = popped_.load(std::memory_order_relaxed);
