@@ -8,6 +8,7 @@ set -euo pipefail
 
 packages=(
   g++            # the compiler (GCC 12 on Debian 12); its sanitizer runtimes come with it
+  clang          # the second compiler (clang 14 on Debian 12): the test command's clang step
   cmake          # 3.25 on Debian 12
   ninja-build    # the generator the presets use
   pkgconf        # pkg-config, used by the install test

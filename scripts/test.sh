@@ -3,15 +3,16 @@
 #   1. installs missing Debian packages (scripts/install-deps.sh);
 #   2. release build: every test (unit, stress, examples, install);
 #   3. AddressSanitizer + UBSan (+ LeakSanitizer) build: unit, stress and example tests;
-#   4. ThreadSanitizer build: unit, stress and example tests.
+#   4. ThreadSanitizer build: unit, stress and example tests;
+#   5. clang build (Debug, with -Wthread-safety): unit, stress and example tests.
 # Each step is a CMake workflow preset (CMakePresets.json); the first failure stops the run.
-# Options: --only release|asan|tsan   run one step (after the dependency check).
+# Options: --only release|asan|tsan|clang   run one step (after the dependency check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 only=""
 if [[ "${1:-}" == "--only" ]]; then
-  only="${2:?--only needs release, asan or tsan}"
+  only="${2:?--only needs release, asan, tsan or clang}"
 fi
 
 scripts/install-deps.sh
@@ -35,6 +36,7 @@ run_step() {
 run_step release
 run_step asan
 run_step tsan
+run_step clang
 
 echo
 echo "==== herald: test summary ===="

@@ -451,7 +451,7 @@ void report_handler_exception(sub_core& s, event_type type) noexcept;
 // handler and frees `s` on failure.
 result<subscription> subscribe_core(list_core& l, event_type type, sub_core* s,
                                     const subscribe_options& opt,
-                                    const std::source_location& where) noexcept;
+                                    const herald::source_location& where) noexcept;
 
 // The list state publishers read (the rest lives in src/core).
 struct list_core {
@@ -944,7 +944,7 @@ class sub_list {
   template <family_declaration F, class H>
   result<subscription> subscribe_sync(
       event_type type, H&& handler, const subscribe_options& opt = {},
-      const std::source_location& where = std::source_location::current()) {
+      const herald::source_location& where = herald::source_location::current()) {
     using handler_t = std::decay_t<H>;
     static_assert(std::is_invocable_v<handler_t&, sync_event<F>&>,
                   "a sync handler is callable as void(herald::sync_event<F>&)");
@@ -978,7 +978,7 @@ class sub_list {
   template <family_declaration F, class H>
   result<subscription> subscribe_async(
       event_type type, H&& handler, const subscribe_options& opt = {},
-      const std::source_location& where = std::source_location::current()) {
+      const herald::source_location& where = herald::source_location::current()) {
     using handler_t = std::decay_t<H>;
     static_assert(std::is_invocable_v<handler_t&, async_event<F>&>,
                   "an async handler is callable as void(herald::async_event<F>&)");
@@ -1026,7 +1026,7 @@ class sub_list {
   result<subscription> subscribe_queue(
       event_type type, event_queue<F>& q, queue_notify notify = queue_notify::none(),
       const subscribe_options& opt = {},
-      const std::source_location& where = std::source_location::current()) {
+      const herald::source_location& where = herald::source_location::current()) {
     if (type.family() != family_id_of<F>() || type.subtypes() == 0) {
       return unexpected(errc::family_mismatch);
     }
@@ -1036,7 +1036,7 @@ class sub_list {
  private:
   result<subscription> subscribe_queue_core(detail::queue_base& qb, event_type type,
                                             queue_notify notify, const subscribe_options& opt,
-                                            const std::source_location& where) {
+                                            const herald::source_location& where) {
     HERALD_ASSERT(qb.core_ == nullptr, "subscribe_queue() with a queue already subscribed");
     if (auto ok = detail::check_backpressure(opt); !ok) {
       return unexpected(ok.error());
@@ -1072,7 +1072,7 @@ class sub_list {
   template <class H>
   result<subscription> subscribe_wildcard_sync(
       H&& handler, const subscribe_options& opt = {},
-      const std::source_location& where = std::source_location::current()) {
+      const herald::source_location& where = herald::source_location::current()) {
     using handler_t = std::decay_t<H>;
     static_assert(std::is_invocable_v<handler_t&, wildcard_event&>,
                   "a wildcard handler is callable as void(herald::wildcard_event&)");
@@ -1090,7 +1090,7 @@ class sub_list {
   template <class H>
   result<subscription> subscribe_wildcard_async(
       H&& handler, const subscribe_options& opt = {},
-      const std::source_location& where = std::source_location::current()) {
+      const herald::source_location& where = herald::source_location::current()) {
     using handler_t = std::decay_t<H>;
     static_assert(std::is_invocable_v<handler_t&, wildcard_event&>,
                   "a wildcard handler is callable as void(herald::wildcard_event&)");
@@ -1126,7 +1126,7 @@ class sub_list {
   result<subscription> subscribe_wildcard_queue(
       wildcard_queue& q, queue_notify notify = queue_notify::none(),
       const subscribe_options& opt = {},
-      const std::source_location& where = std::source_location::current()) {
+      const herald::source_location& where = herald::source_location::current()) {
     return subscribe_queue_core(q, detail::wildcard_type(), std::move(notify), opt, where);
   }
 

@@ -12,4 +12,5 @@
 #include "herald/mt_list.hpp"
 #include "herald/presence.hpp"
 #include "herald/scheduler.hpp"
+#include "herald/source_location.hpp"
 #include "herald/version.hpp"

@@ -668,7 +668,7 @@ result<std::size_t> publish_stateful(const list_core& lc, event_type type, unsig
 
 result<subscription> subscribe_core(list_core& l, event_type type, sub_core* s,
                                     const subscribe_options& opt,
-                                    const std::source_location& where) noexcept {
+                                    const herald::source_location& where) noexcept {
   auto fail = [&](errc e) -> result<subscription> {
     if (s->handler != nullptr) {
       s->destroy(s->handler);

@@ -283,7 +283,6 @@ constexpr std::size_t census_max_owned = 8;      // active subscriptions per own
 constexpr std::int64_t census_backlog = 20'000;  // pushed but not consumed (TACENSUS)
 
 using snap = std::array<std::uint64_t, census_publishers>;
-constexpr std::uint64_t no_limit = std::numeric_limits<std::uint64_t>::max();
 
 void min_into(snap& a, const snap& b) {
   for (std::size_t p = 0; p < census_publishers; ++p) {

@@ -98,9 +98,8 @@ struct lv_value {
   std::int64_t value;
 };
 
-// Four stateful subtypes (one per publisher) and one that is not.
+// Four stateful subtypes (one per publisher) and one that is not (the fifth publisher's).
 constexpr std::size_t stateful_publishers = 4;
-constexpr std::size_t plain_index = 4;  // the non-stateful subtype (and its publisher)
 constexpr std::size_t all_publishers = 5;
 
 struct tlvs_event {

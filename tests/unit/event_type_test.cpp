@@ -473,8 +473,11 @@ TEST(EventType, NamesSpellFamilySubtypesInBitOrder) {
 }
 
 TEST(EventType, AFamilyNameAmongSubtypesMeansTheWholeFamily) {
-  EXPECT_EQ(type_from_name("SERVER|SERVER_UP").value(), type_of<server_event>());
-  EXPECT_EQ(type_from_name("SERVER_UP|SERVER").value(), type_of<server_event>());
+  // Declared first: the order in which EXPECT_EQ evaluates its arguments is unspecified
+  // (GCC happened to declare the family before the lookup, clang does not).
+  const event_type whole = type_of<server_event>();
+  EXPECT_EQ(type_from_name("SERVER|SERVER_UP").value(), whole);
+  EXPECT_EQ(type_from_name("SERVER_UP|SERVER").value(), whole);
 }
 
 TEST(EventType, MalformedNamesAreRefused) {

@@ -34,7 +34,6 @@
 #include <memory>
 #include <optional>
 #include <set>
-#include <source_location>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -45,6 +44,7 @@
 #include "herald/bus.hpp"
 #include "herald/introspect.hpp"
 #include "herald/presence.hpp"
+#include "herald/source_location.hpp"
 
 namespace {
 
@@ -350,7 +350,7 @@ TEST(Introspection, DescribeReportsEveryModeWithItsFields) {
   const auto all = herald::type_of<obs_event>();
 
   std::vector<std::uint32_t> lines;
-  const auto here = [&](std::source_location l = std::source_location::current()) {
+  const auto here = [&](herald::source_location l = herald::source_location::current()) {
     lines.push_back(l.line());
     return l;
   };
@@ -394,7 +394,7 @@ TEST(Introspection, DescribeReportsEveryModeWithItsFields) {
     EXPECT_EQ(d[i].mode, modes[i]);
     EXPECT_EQ(d[i].wildcard, i >= 3);
     EXPECT_EQ(d[i].line, lines[i]);
-    EXPECT_EQ(d[i].file, std::source_location::current().file_name());
+    EXPECT_EQ(d[i].file, herald::source_location::current().file_name());
     EXPECT_FALSE(d[i].paused);
     EXPECT_EQ(d[i].exceptions, 0U);
     if (i > 0) {

@@ -14,12 +14,12 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <source_location>
 #include <string>
 #include <type_traits>
 
 #include "herald/detail/quiescence.hpp"
 #include "herald/event_type.hpp"
+#include "herald/source_location.hpp"
 
 namespace herald::detail {
 
