@@ -80,7 +80,8 @@ class spsc_floor_bus {
     for (const std::unique_ptr<ring>& r : rings_) {
       const std::uint64_t pos = r->tail++;  // publisher-only
       slot& s = r->slots[pos % ring_size];
-      // acquire: the consumer released this slot (pos - ring_size + ...) before we reuse it.
+      // acquire: pairs with the consumer's release when it freed this slot (seq == pos): its
+      // reads of the previous event in the slot happen before this write.
       while (s.seq.load(std::memory_order_acquire) != pos) {
         async_pause();
       }

@@ -633,7 +633,7 @@ bool poll_for_more(const deferred_core& d) noexcept {
   // Looks every 8 pauses, not at every one: the line it reads is the one the next publish
   // writes, and each look takes it away from the publisher again (measured: a look at every
   // pause cost a back-to-back publisher with one subscriber about a third of its rate; every 8
-  // pauses adds well under 100 ns to the delivery of an isolated event).
+  // pauses moved the median latency of an isolated event by 30 to 90 ns in BM_AsyncLatency).
   const auto until = std::chrono::steady_clock::now() + dry_poll;
   for (unsigned i = 1;; ++i) {
     cpu_relax();
